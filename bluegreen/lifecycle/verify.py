@@ -1,0 +1,690 @@
+"""`upgrade verify`: check a migrated green copy against blue before anyone may promote it.
+
+Blue is opened read-only (SQLite URI `mode=ro`) and never written. Green is ours: its SQLite file is
+read through `mode=ro` too, its RocksDB through rocksdict in raw read-only mode (which still drops an
+OPTIONS file and `rocksdict-config.json` into green's `rocksdb/`: harmless, green is ours).
+
+Every check yields a `VerifyCheck` with counts and the first offending items; a check that cannot run
+at all (missing table, unreadable KV) is reported as failed with the reason, never skipped. The KV
+checks stream both sides in bytewise key order, so memory stays flat for millions of units."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import apsw
+from rocksdict import AccessType, Options, Rdict
+
+from bluegreen.errors import BadInputError
+from bluegreen.lifecycle.verify_models import MAX_FIRST_FAILURES, VerifyCheck, VerifyReport
+
+Progress = Callable[[str, int, int], None]
+
+CHECK_INTEGRITY = "integrity_check"
+CHECK_FOREIGN_KEYS = "foreign_key_check"
+CHECK_USER_VERSION = "user_version"
+CHECK_SCHEMA = "schema"
+CHECK_ROW_COUNTS = "row_counts"
+CHECK_KV_UNITS = "kv_units"
+CHECK_KV_DATA_FEEDS = "kv_data_feeds"
+CHECK_BALLS = "balls"
+
+FULL_DB_NAME = "byteball.sqlite"
+LIGHT_DB_NAME = "byteball-light.sqlite"
+KV_DIR_NAME = "rocksdb"
+
+# Sampling must give the same items on every run so that a failure can be reproduced.
+SAMPLE_SEED = 31
+
+PROGRESS_EVERY = 10_000
+
+UNIT_PREFIX = b"j\n"
+DF_PREFIX = b"df\n"
+DFV_PREFIX = b"dfv\n"
+
+# Fallback when bluegreen.schema.steps does not expose the data: tables that a schema step below 31
+# empties (DELETE FROM) for a source version below the given one (ocore sqlite_migrations.js).
+# Their row counts legitimately differ between blue and green, so the row-count check skips them.
+TABLES_EMPTIED_BELOW_31: dict[str, int] = {
+    "known_bad_joints": 29,  # steps 2, 6, 8, 10, 12, 16, 20, 29
+    "unhandled_joints": 10,
+    "dependencies": 10,
+    "hash_tree_balls": 10,
+    "catchup_chain_balls": 10,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+
+
+@dataclass
+class _Tally:
+    """Counts for one check; keeps only the first failures so memory stays bounded."""
+
+    name: str
+    checked: int = 0
+    failed: int = 0
+    first_failures: list[str] = field(default_factory=list)
+
+    def fail(self, item: str) -> None:
+        self.failed += 1
+        if len(self.first_failures) < MAX_FIRST_FAILURES:
+            self.first_failures.append(item)
+
+    def result(self, detail: str = "", passed: bool | None = None) -> VerifyCheck:
+        ok = self.failed == 0 if passed is None else passed
+        return VerifyCheck(
+            name=self.name,
+            passed=ok,
+            checked=self.checked,
+            failed=self.failed,
+            first_failures=self.first_failures,
+            detail=detail,
+        )
+
+
+def _show(key: bytes) -> str:
+    """A KV key as readable text in a report (newlines made visible)."""
+    return key.decode("utf-8", "backslashreplace").replace("\n", "\\n")
+
+
+def _db_path(data_dir: Path) -> tuple[Path, bool]:
+    """The node's SQLite file in `data_dir` and whether it is a light node's."""
+    full, light = data_dir / FULL_DB_NAME, data_dir / LIGHT_DB_NAME
+    if full.is_file():
+        return full, False
+    if light.is_file():
+        return light, True
+    raise BadInputError(
+        f"no {FULL_DB_NAME} or {LIGHT_DB_NAME} in {data_dir}",
+        hint="pass the node's data dir (the one holding byteball.sqlite) and the staged green dir",
+    )
+
+
+def open_readonly(db_path: Path) -> apsw.Connection:
+    """Open an SQLite file read-only through a `mode=ro` URI (never `immutable`: a WAL may hold data)."""
+    uri = "file:" + quote(str(db_path.resolve())) + "?mode=ro"
+    return apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+
+
+def open_kv_readonly(kv_dir: Path) -> Rdict:
+    """Open a RocksDB dir read-only in raw mode (keys and values are plain bytes)."""
+    if not kv_dir.is_dir():
+        raise BadInputError(f"no key-value store at {kv_dir}", hint="run `upgrade stage` again; green is incomplete")
+    return Rdict(str(kv_dir), options=Options(raw_mode=True), access_type=AccessType.read_only())
+
+
+def _kv_range(kv: Rdict, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) pairs whose key starts with `prefix`, in bytewise order, from `start` if given."""
+    it = kv.iter()
+    it.seek(start if start is not None else prefix)
+    while it.valid():
+        key = it.key()
+        if not key.startswith(prefix):
+            return
+        yield key, it.value()
+        it.next()
+
+
+def _user_version(conn: apsw.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchall()[0][0])
+
+
+def _tables(conn: apsw.Connection) -> set[str]:
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
+    return {r[0] for r in rows}
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _count(conn: apsw.Connection, sql: str, bindings: tuple[Any, ...] = ()) -> int:
+    return int(conn.execute(sql, bindings).fetchall()[0][0])
+
+
+def _sample_rowids(conn: apsw.Connection, table: str, n: int, rng: random.Random) -> list[int]:
+    """Up to n distinct rowids of `table` picked at random but reproducibly.
+
+    Picks random points in [min rowid, max rowid] and takes the next existing rowid: O(n log N) and
+    flat in memory, at the price of a bias towards rows after rowid gaps (fine for a spot check)."""
+    lo_hi = conn.execute(f"SELECT min(rowid), max(rowid) FROM {_quote_ident(table)}").fetchall()[0]
+    if lo_hi[0] is None:
+        return []
+    lo, hi = int(lo_hi[0]), int(lo_hi[1])
+    total = _count(conn, f"SELECT count(*) FROM {_quote_ident(table)}")
+    if total <= n:
+        return [r[0] for r in conn.execute(f"SELECT rowid FROM {_quote_ident(table)} ORDER BY rowid")]
+    picked: set[int] = set()
+    attempts = 0
+    while len(picked) < n and attempts < 20 * n:
+        attempts += 1
+        point = rng.randint(lo, hi)
+        row = conn.execute(
+            f"SELECT rowid FROM {_quote_ident(table)} WHERE rowid>=? ORDER BY rowid LIMIT 1", (point,)
+        ).fetchall()
+        if row:
+            picked.add(int(row[0][0]))
+    return sorted(picked)
+
+
+def _tick(progress: Progress | None, name: str, done: int, total: int) -> None:
+    if progress is not None and (done % PROGRESS_EVERY == 0 or done == total):
+        progress(name, done, total)
+
+
+# ---------------------------------------------------------------------------------------------
+# checks 1-5: SQL
+
+
+def check_integrity(green: apsw.Connection) -> VerifyCheck:
+    """Check 1: `PRAGMA integrity_check` of green reports exactly `ok`."""
+    tally = _Tally(CHECK_INTEGRITY)
+    messages = [r[0] for r in green.execute("PRAGMA integrity_check(100)")]
+    tally.checked = 1
+    for msg in messages:
+        if msg != "ok":
+            tally.fail(str(msg))
+    return tally.result("database file structure, indexes, constraints")
+
+
+def _fk_violations(conn: apsw.Connection) -> list[tuple[str, int | None, str]]:
+    return [(r[0], r[1], r[2]) for r in conn.execute("PRAGMA foreign_key_check")]
+
+
+def check_foreign_keys(blue: apsw.Connection, green: apsw.Connection) -> VerifyCheck:
+    """Check 2: every foreign-key violation of green already exists in blue (no new ones)."""
+    tally = _Tally(CHECK_FOREIGN_KEYS)
+    # Blue's violations are few on a healthy node; a set of them is small.
+    known = set(_fk_violations(blue))
+    green_rows = _fk_violations(green)
+    for table, rowid, parent in green_rows:
+        tally.checked += 1
+        if (table, rowid, parent) not in known:
+            tally.fail(f"{table} rowid={rowid} -> missing parent in {parent}")
+    return tally.result(f"{len(green_rows)} violation(s) in green, {len(known)} in blue")
+
+
+def check_user_version(green: apsw.Connection, target_version: int) -> VerifyCheck:
+    """Check 3: green's `PRAGMA user_version` equals the target version."""
+    tally = _Tally(CHECK_USER_VERSION, checked=1)
+    version = _user_version(green)
+    if version != target_version:
+        tally.fail(f"user_version is {version}, expected {target_version}")
+    return tally.result(f"user_version={version}")
+
+
+def check_schema(green: apsw.Connection, target_version: int, light: bool) -> VerifyCheck:
+    """Check 4: green's schema equals the reference schema of the target version."""
+    from bluegreen.schema import reference
+
+    tally = _Tally(CHECK_SCHEMA, checked=1)
+    expected = reference.load_reference(target_version, light)
+    actual = reference.introspect(green)
+    differences = reference.compare(expected, actual)
+    for diff in _as_list(differences):
+        tally.fail(str(diff))
+    kind = "light" if light else "full"
+    return tally.result(f"against reference {kind}-v{target_version}")
+
+
+def _as_list(differences: Any) -> list[Any]:
+    """`compare` results as a list of difference items (accepts a list or an object with `.differences`)."""
+    if differences is None:
+        return []
+    if isinstance(differences, (list, tuple)):
+        return list(differences)
+    inner = getattr(differences, "differences", None)
+    if inner is not None:
+        return list(inner)
+    return [differences] if differences else []
+
+
+def emptied_tables(source_version: int) -> set[str]:
+    """Tables that a schema step below 31 empties when migrating from `source_version`."""
+    try:
+        from bluegreen.schema import steps as schema_steps
+
+        from_data = getattr(schema_steps, "tables_emptied", None)
+        if callable(from_data):
+            return set(from_data(source_version))
+    except ImportError:
+        pass
+    return {t for t, below in TABLES_EMPTIED_BELOW_31.items() if source_version < below}
+
+
+def check_row_counts(blue: apsw.Connection, green: apsw.Connection, progress: Progress | None = None) -> VerifyCheck:
+    """Check 5: every table present in both has the same row count, except tables a step below 31 empties."""
+    tally = _Tally(CHECK_ROW_COUNTS)
+    source_version = _user_version(blue)
+    skipped = emptied_tables(source_version)
+    common = sorted((_tables(blue) & _tables(green)) - skipped)
+    for i, table in enumerate(common, 1):
+        sql = f"SELECT count(*) FROM {_quote_ident(table)}"
+        n_blue, n_green = _count(blue, sql), _count(green, sql)
+        tally.checked += 1
+        if n_blue != n_green:
+            tally.fail(f"{table}: blue has {n_blue} rows, green {n_green}")
+        if progress is not None:
+            progress(CHECK_ROW_COUNTS, i, len(common))
+    detail = f"{len(common)} tables compared"
+    if skipped:
+        detail += f"; skipped (emptied by steps below 31 from v{source_version}): {', '.join(sorted(skipped))}"
+    return tally.result(detail)
+
+
+# ---------------------------------------------------------------------------------------------
+# network and genesis
+
+
+def find_genesis(conn: apsw.Connection) -> str | None:
+    """The unit without parents (genesis): looked for among mci-0 units first, then in all units."""
+    sql_mc0 = (
+        "SELECT unit FROM units WHERE main_chain_index=0 "
+        "AND NOT EXISTS (SELECT 1 FROM parenthoods WHERE child_unit=units.unit)"
+    )
+    rows = conn.execute(sql_mc0).fetchall()
+    if not rows:
+        rows = conn.execute(
+            "SELECT unit FROM units WHERE NOT EXISTS (SELECT 1 FROM parenthoods WHERE child_unit=units.unit) LIMIT 2"
+        ).fetchall()
+    return str(rows[0][0]) if len(rows) == 1 else None
+
+
+def detect_green_network(conn: apsw.Connection, genesis_unit: str | None) -> Any:
+    """The network of the data, from the distinct `units.version` values and the genesis unit."""
+    from bluegreen.formats.networks import detect_network
+
+    versions = [r[0] for r in conn.execute("SELECT DISTINCT version FROM units")]
+    genesis = genesis_unit or find_genesis(conn)
+    return detect_network(versions, genesis_unit=genesis)
+
+
+# ---------------------------------------------------------------------------------------------
+# check 6: one hashing joint per unit
+
+
+def _joint_problem(unit: str, raw: bytes, network: Any, light: bool) -> str | None:
+    """Why the stored joint of `unit` is wrong, or None when it parses and hashes to `unit`."""
+    from bluegreen.formats.hashing import get_unit_hash
+    from bluegreen.formats.jsvalues import js_parse
+
+    try:
+        joint = js_parse(raw.decode("utf-8"))
+    except Exception as exc:  # any parse failure is a finding, not a crash
+        return f"{unit}: j value is not valid JSON ({exc})"
+    body = joint.get("unit") if isinstance(joint, dict) else None
+    if not isinstance(body, dict):
+        return f"{unit}: j value has no unit object"
+    if body.get("unit") != unit:
+        return f"{unit}: j value holds unit {body.get('unit')!r}"
+    if light:
+        return None  # light nodes keep units they cannot hash (ocore checks hashes on full nodes only)
+    try:
+        computed = get_unit_hash(body, network)
+    except Exception as exc:
+        return f"{unit}: cannot hash the stored unit ({exc})"
+    if computed != unit:
+        return f"{unit}: stored unit hashes to {computed}"
+    return None
+
+
+def check_kv_units(
+    green: apsw.Connection,
+    kv: Rdict,
+    network: Any,
+    light: bool,
+    sample: int | None,
+    progress: Progress | None = None,
+) -> VerifyCheck:
+    """Check 6: every `units` row has a `j\\n<unit>` key whose joint hashes to the unit, and no stray `j` key."""
+    if sample is not None:
+        return _check_kv_units_sample(green, kv, network, light, sample, progress)
+    tally = _Tally(CHECK_KV_UNITS)
+    total = _count(green, "SELECT count(*) FROM units")
+    # ORDER BY unit walks the primary-key index; BINARY collation is memcmp of UTF-8, the same order as
+    # RocksDB's bytewise comparator, so a merge of the two sorted streams finds missing and stray keys.
+    units = (str(r[0]) for r in green.execute("SELECT unit FROM units ORDER BY unit"))
+    keys = _kv_range(kv, UNIT_PREFIX)
+    unit = next(units, None)
+    entry = next(keys, None)
+    done = 0
+    strays = 0
+    while unit is not None or entry is not None:
+        unit_key = unit.encode("utf-8") if unit is not None else None
+        kv_unit = entry[0][len(UNIT_PREFIX):] if entry is not None else None
+        if kv_unit is None or (unit_key is not None and unit_key < kv_unit):
+            tally.checked += 1
+            tally.fail(f"{unit}: no j key")
+            unit = next(units, None)
+            done += 1
+        elif unit_key is None or kv_unit < unit_key:
+            tally.checked += 1
+            strays += 1
+            tally.fail(f"j key without a units row: {_show(entry[0])}")  # type: ignore[index]
+            entry = next(keys, None)
+        else:
+            tally.checked += 1
+            problem = _joint_problem(unit, entry[1], network, light)  # type: ignore[index, arg-type]
+            if problem is not None:
+                tally.fail(problem)
+            unit = next(units, None)
+            entry = next(keys, None)
+            done += 1
+        _tick(progress, CHECK_KV_UNITS, done, total)
+    what = "parse only (light node)" if light else "parse + unit hash"
+    return tally.result(f"{total} units, {strays} stray j key(s); {what}")
+
+
+def _check_kv_units_sample(
+    green: apsw.Connection, kv: Rdict, network: Any, light: bool, sample: int, progress: Progress | None
+) -> VerifyCheck:
+    tally = _Tally(CHECK_KV_UNITS)
+    rng = random.Random(SAMPLE_SEED)
+    rowids = _sample_rowids(green, "units", sample, rng)
+    for i, rowid in enumerate(rowids, 1):
+        unit = str(green.execute("SELECT unit FROM units WHERE rowid=?", (rowid,)).fetchall()[0][0])
+        tally.checked += 1
+        raw = kv.get(UNIT_PREFIX + unit.encode("utf-8"))
+        if raw is None:
+            tally.fail(f"{unit}: no j key")
+        else:
+            problem = _joint_problem(unit, raw, network, light)
+            if problem is not None:
+                tally.fail(problem)
+        _tick(progress, CHECK_KV_UNITS, i, len(rowids))
+    # Stray keys: seek to random points of the j key space and look the next key up in units.
+    b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    probed: set[bytes] = set()
+    for _ in range(sample):
+        start = UNIT_PREFIX + "".join(rng.choice(b64) for _ in range(4)).encode()
+        entry = next(_kv_range(kv, UNIT_PREFIX, start), None)
+        if entry is None or entry[0] in probed:
+            continue
+        probed.add(entry[0])
+        tally.checked += 1
+        unit = entry[0][len(UNIT_PREFIX):].decode("utf-8", "replace")
+        if not green.execute("SELECT 1 FROM units WHERE unit=?", (unit,)).fetchall():
+            tally.fail(f"j key without a units row: {_show(entry[0])}")
+    return tally.result(f"sample: {len(rowids)} units, {len(probed)} j keys probed for strays (seed {SAMPLE_SEED})")
+
+
+# ---------------------------------------------------------------------------------------------
+# check 7: data feeds
+
+
+# The rows ocore's migration turns into df/dfv keys: one per (data_feeds row, author), in rowid order.
+_FEED_ROWS_SQL = (
+    "SELECT data_feeds.rowid, unit, address, feed_name, `value`, int_value, main_chain_index "
+    "FROM data_feeds CROSS JOIN units USING(unit) CROSS JOIN unit_authors USING(unit) "
+)
+
+
+def _entries(row: tuple[Any, ...]) -> list[tuple[bytes, bytes]]:
+    """The df/dfv (key, value) pairs one feed row yields, as bytes."""
+    from bluegreen.formats.feeds import data_feed_entries
+
+    _rowid, unit, address, feed_name, value, int_value, mci = row
+    pairs = data_feed_entries(
+        unit=unit, address=address, feed_name=feed_name, value=value, int_value=int_value, main_chain_index=mci
+    )
+    return [(_b(k), _b(v)) for k, v in pairs]
+
+
+def _b(x: str | bytes) -> bytes:
+    return x if isinstance(x, bytes) else x.encode("utf-8")
+
+
+def check_kv_data_feeds(
+    blue: apsw.Connection, kv: Rdict, sample: int | None, progress: Progress | None = None
+) -> VerifyCheck:
+    """Check 7: green's `df\\n`/`dfv\\n` keys and values equal what blue's `data_feeds` imply."""
+    if sample is not None:
+        return _check_kv_data_feeds_sample(blue, kv, sample, progress)
+    tally = _Tally(CHECK_KV_DATA_FEEDS)
+    total = _count(blue, "SELECT count(*) FROM data_feeds")
+    # The expected map goes to a private on-disk scratch database (SQLite deletes it on close), so its
+    # size is not bounded by RAM; INSERT OR REPLACE in rowid order gives ocore's "later overwrites".
+    scratch = apsw.Connection("")
+    try:
+        scratch.execute("CREATE TABLE expected (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID")
+        done = 0
+        last_rowid = None
+        scratch.execute("BEGIN")
+        for row in blue.execute(_FEED_ROWS_SQL + "ORDER BY data_feeds.rowid"):
+            for k, v in _entries(row):
+                scratch.execute("INSERT OR REPLACE INTO expected (k, v) VALUES (?, ?)", (k, v))
+            if row[0] != last_rowid:
+                last_rowid = row[0]
+                done += 1
+                _tick(progress, CHECK_KV_DATA_FEEDS, done, total)
+        scratch.execute("COMMIT")
+        n_expected = _count(scratch, "SELECT count(*) FROM expected")
+        missing = extra = mismatched = 0
+        # BLOB ordering is memcmp, like RocksDB; every df\n key sorts before every dfv\n key.
+        want = ((bytes(r[0]), bytes(r[1])) for r in scratch.execute("SELECT k, v FROM expected ORDER BY k"))
+        have = _chain(_kv_range(kv, DF_PREFIX), _kv_range(kv, DFV_PREFIX))
+        w, h = next(want, None), next(have, None)
+        while w is not None or h is not None:
+            tally.checked += 1
+            if h is None or (w is not None and w[0] < h[0]):
+                missing += 1
+                tally.fail(f"missing {_show(w[0])}")  # type: ignore[index]
+                w = next(want, None)
+            elif w is None or h[0] < w[0]:
+                extra += 1
+                tally.fail(f"extra {_show(h[0])} = {_show(h[1])}")
+                h = next(have, None)
+            else:
+                if w[1] != h[1]:
+                    mismatched += 1
+                    tally.fail(f"{_show(w[0])}: value {_show(h[1])}, expected {_show(w[1])}")
+                w, h = next(want, None), next(have, None)
+    finally:
+        scratch.close()
+    return tally.result(
+        f"{total} data_feeds rows -> {n_expected} expected keys; {missing} missing, {extra} extra, {mismatched} wrong value"
+    )
+
+
+def _chain(*iters: Iterator[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+    for it in iters:
+        yield from it
+
+
+def _group_rows(blue: apsw.Connection, address: str, feed_name: str, mci: int | None) -> list[tuple[Any, ...]]:
+    """Every feed row that yields a key of (address, feed_name, encoded mci), in rowid order.
+
+    NULL and 0 encode to the same mci text (ffffffff), so both belong to the group of either."""
+    mci_cond = "(units.main_chain_index=0 OR units.main_chain_index IS NULL)" if not mci else "units.main_chain_index=?"
+    bindings: tuple[Any, ...] = (feed_name, address) if not mci else (mci, feed_name, address)
+    sql = (
+        "SELECT data_feeds.rowid, unit, address, feed_name, `value`, int_value, main_chain_index "
+        "FROM units CROSS JOIN data_feeds USING(unit) CROSS JOIN unit_authors USING(unit) "
+        f"WHERE {mci_cond} AND feed_name=? AND address=? ORDER BY data_feeds.rowid"
+    )
+    return list(blue.execute(sql, bindings))
+
+
+def _check_kv_data_feeds_sample(blue: apsw.Connection, kv: Rdict, sample: int, progress: Progress | None) -> VerifyCheck:
+    tally = _Tally(CHECK_KV_DATA_FEEDS)
+    rng = random.Random(SAMPLE_SEED)
+    rowids = _sample_rowids(blue, "data_feeds", sample, rng)
+    seen_groups: set[tuple[str, str, int]] = set()
+    missing = mismatched = 0
+    for i, rowid in enumerate(rowids, 1):
+        for row in blue.execute(_FEED_ROWS_SQL + "WHERE data_feeds.rowid=?", (rowid,)).fetchall():
+            _r, _unit, address, feed_name, _v, _iv, mci = row
+            group = (address, feed_name, mci or 0)
+            if group in seen_groups:
+                continue
+            seen_groups.add(group)
+            # All rows of the group, replayed in rowid order, give the exact final value of its keys.
+            expected: dict[bytes, bytes] = {}
+            for grow in _group_rows(blue, address, feed_name, mci):
+                expected.update(_entries(grow))
+            for k, v in expected.items():
+                tally.checked += 1
+                got = kv.get(k)
+                if got is None:
+                    missing += 1
+                    tally.fail(f"missing {_show(k)}")
+                elif got != v:
+                    mismatched += 1
+                    tally.fail(f"{_show(k)}: value {_show(got)}, expected {_show(v)}")
+        _tick(progress, CHECK_KV_DATA_FEEDS, i, len(rowids))
+    return tally.result(
+        f"sample: {len(rowids)} data_feeds rows, {len(seen_groups)} (address, feed, mci) groups; "
+        f"{missing} missing, {mismatched} wrong value; extra keys are only found by a full verify"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# check 8: balls
+
+
+def _ball_problem(green: apsw.Connection, ball: str, unit: str, sequence: str | None) -> str | None:
+    """Why `ball` is not the ball hash of `unit`, or None when it re-hashes correctly."""
+    from bluegreen.formats.hashing import get_ball_hash
+
+    if sequence is None:
+        return f"ball {ball}: its unit {unit} is not in units"
+    # Parent balls in SQL `ORDER BY ball` and skiplist balls sorted, as ocore main_chain.js adds them.
+    parents = green.execute(
+        "SELECT parent_unit, ball FROM parenthoods LEFT JOIN balls ON parent_unit=balls.unit "
+        "WHERE child_unit=? ORDER BY ball",
+        (unit,),
+    ).fetchall()
+    for parent_unit, parent_ball in parents:
+        if parent_ball is None:
+            return f"{unit}: parent {parent_unit} has no ball"
+    skiplist = green.execute(
+        "SELECT skiplist_unit, ball FROM skiplist_units LEFT JOIN balls ON skiplist_unit=balls.unit "
+        "WHERE skiplist_units.unit=?",
+        (unit,),
+    ).fetchall()
+    for skiplist_unit, skiplist_ball in skiplist:
+        if skiplist_ball is None:
+            return f"{unit}: skiplist unit {skiplist_unit} has no ball"
+    # JS Array.sort compares UTF-16 code units; UTF-16-BE bytes sort the same way.
+    skiplist_balls = sorted((str(b) for _, b in skiplist), key=lambda s: s.encode("utf-16-be"))
+    parent_balls = [str(b) for _, b in parents]
+    # ocore: is_nonserial = sequence === 'final-bad' (stable units are 'good' or 'final-bad').
+    computed = get_ball_hash(unit, parent_balls, skiplist_balls, sequence == "final-bad")
+    if computed != ball:
+        return f"{unit}: ball {ball} in balls, re-hashed {computed}"
+    return None
+
+
+def check_balls(
+    green: apsw.Connection, sample: int | None, progress: Progress | None = None
+) -> VerifyCheck:
+    """Check 8: every ball re-hashes from its unit, parents' balls, skiplist balls and sequence."""
+    tally = _Tally(CHECK_BALLS)
+    sql = "SELECT balls.ball, balls.unit, units.sequence FROM balls LEFT JOIN units USING(unit)"
+    if sample is None:
+        total = _count(green, "SELECT count(*) FROM balls")
+        rows: Iterator[tuple[Any, ...]] = iter(green.execute(sql + " ORDER BY balls.rowid"))
+    else:
+        rowids = _sample_rowids(green, "balls", sample, random.Random(SAMPLE_SEED))
+        total = len(rowids)
+        rows = (r for rowid in rowids for r in green.execute(sql + " WHERE balls.rowid=?", (rowid,)).fetchall())
+    for i, (ball, unit, sequence) in enumerate(rows, 1):
+        tally.checked += 1
+        problem = _ball_problem(green, str(ball), str(unit), sequence)
+        if problem is not None:
+            tally.fail(problem)
+        _tick(progress, CHECK_BALLS, i, total)
+    mode = "all balls" if sample is None else f"sample of {total} balls (seed {SAMPLE_SEED})"
+    return tally.result(mode)
+
+
+# ---------------------------------------------------------------------------------------------
+# the entry point
+
+
+def _run(name: str, fn: Callable[[], VerifyCheck]) -> VerifyCheck:
+    """Run one check; a check that cannot run is a failed check carrying the reason."""
+    try:
+        return fn()
+    except Exception as exc:
+        return VerifyCheck(
+            name=name,
+            passed=False,
+            checked=0,
+            failed=1,
+            first_failures=[f"{type(exc).__name__}: {exc}"],
+            detail="the check could not run",
+        )
+
+
+def verify_green(
+    blue_dir: Path,
+    green_dir: Path,
+    *,
+    target_version: int = 31,
+    sample: int | None = None,
+    genesis_unit: str | None = None,
+    progress: Progress | None = None,
+) -> VerifyReport:
+    """Run every verify check of green against blue and return the report (never raises on a failed check).
+
+    `sample=None` checks every unit, data feed and ball; `sample=N` checks N reproducibly random ones
+    of each (checks 1-5 always run in full). Raises `BadInputError` when either dir holds no database."""
+    started = datetime.now(timezone.utc)
+    if sample is not None and sample < 1:
+        raise BadInputError(f"--sample must be at least 1, got {sample}", hint="omit --sample for a full verify")
+    blue_db, _ = _db_path(blue_dir)
+    green_db, light = _db_path(green_dir)
+    blue = open_readonly(blue_db)
+    green = open_readonly(green_db)
+    checks: list[VerifyCheck] = []
+    try:
+        checks.append(_run(CHECK_INTEGRITY, lambda: check_integrity(green)))
+        checks.append(_run(CHECK_FOREIGN_KEYS, lambda: check_foreign_keys(blue, green)))
+        checks.append(_run(CHECK_USER_VERSION, lambda: check_user_version(green, target_version)))
+        checks.append(_run(CHECK_SCHEMA, lambda: check_schema(green, target_version, light)))
+        checks.append(_run(CHECK_ROW_COUNTS, lambda: check_row_counts(blue, green, progress)))
+        kv: Rdict | None = None
+        try:
+            kv = open_kv_readonly(green_dir / KV_DIR_NAME)
+        except Exception as exc:
+            for name in (CHECK_KV_UNITS, CHECK_KV_DATA_FEEDS):
+                checks.append(_run(name, lambda exc=exc: _raise(exc)))
+        if kv is not None:
+            try:
+                opened = kv
+
+                def units_check() -> VerifyCheck:
+                    network = detect_green_network(green, genesis_unit)
+                    return check_kv_units(green, opened, network, light, sample, progress)
+
+                checks.append(_run(CHECK_KV_UNITS, units_check))
+                checks.append(_run(CHECK_KV_DATA_FEEDS, lambda: check_kv_data_feeds(blue, opened, sample, progress)))
+            finally:
+                kv.close()
+        checks.append(_run(CHECK_BALLS, lambda: check_balls(green, sample, progress)))
+    finally:
+        green.close()
+        blue.close()
+    return VerifyReport(
+        passed=all(c.passed for c in checks),
+        started_at=started,
+        finished_at=datetime.now(timezone.utc),
+        target_version=target_version,
+        sample=sample,
+        blue_dir=blue_dir,
+        green_dir=green_dir,
+        checks=checks,
+    )
+
+
+def _raise(exc: Exception) -> VerifyCheck:
+    raise exc
