@@ -1,0 +1,78 @@
+"""Writing the KV store: RocksDB through rocksdict in raw mode, with options the node's RocksDB 6.17.3 reads.
+
+Each chunk is one WriteBatch written with `sync=True` (the WAL is fsynced), so once `write_chunk`
+returns the chunk is durable and the journal may record it."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
+
+from bluegreen.engine.rocks_options import node_compatible_options
+
+# Keys the v31 step owns: everything under these prefixes is rebuilt from SQL.
+MIGRATED_PREFIXES: tuple[bytes, ...] = (b"j\n", b"df\n", b"dfv\n")
+
+
+def owned_by_migration(key: bytes) -> bool:
+    """True for keys the v31 step writes (`j`, `df`, `dfv`)."""
+    return key.startswith(MIGRATED_PREFIXES)
+
+
+class KvBuilder:
+    """A RocksDB directory being built by the migration."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = Rdict(str(path), node_compatible_options())
+        self._sync = WriteOptions()
+        self._sync.sync = True
+
+    def write_chunk(self, items: Iterable[tuple[bytes, bytes]]) -> int:
+        """Write one chunk as a single synced batch; returns the number of puts. Later puts win."""
+        batch = WriteBatch(raw_mode=True)
+        count = 0
+        for key, value in items:
+            batch.put(key, value)
+            count += 1
+        if count:
+            self.db.write(batch, self._sync)
+        return count
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.db.get(key)
+
+    def close(self) -> None:
+        """Flush memtables to SST files and close; the directory is then complete on disk."""
+        self.db.flush(True)
+        self.db.close()
+
+
+def iter_kv(path: Path, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+    """Every (key, value) of a KV dir in key order, optionally only under `prefix`.
+
+    Opens the dir read-only, which still writes OPTIONS/config files into it: only call this on our
+    own copies, never on the live node's `rocksdb/`."""
+    opts = Options(raw_mode=True)
+    db = Rdict(str(path), opts, access_type=AccessType.read_only())
+    try:
+        it = db.iter()
+        it.seek(prefix) if prefix else it.seek_to_first()
+        while it.valid():
+            key = it.key()
+            if prefix and not key.startswith(prefix):
+                break
+            yield key, it.value()
+            it.next()
+        del it
+    finally:
+        db.close()
+
+
+def remove_kv_dir(path: Path) -> None:
+    """Delete a KV directory we built (never the live one)."""
+    if path.exists():
+        shutil.rmtree(path)

@@ -1,0 +1,415 @@
+"""The v31 step on a copy of a node's data: every SQL step below 31, the KV fill, then `user_version=31`.
+
+All or nothing: the SQL steps run inside one SQLite transaction that is committed (together with
+`user_version=31`) only after the KV store is complete, durable and in place. A crash before that
+leaves the copy's SQLite untouched; the KV is built in a side directory whose progress is journaled
+per durable chunk, so a re-run continues from the last durable chunk and ends with the same keys and
+values as an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import apsw
+from pydantic import BaseModel, Field
+
+from bluegreen.durable import atomic_write_json, fsync_dir
+from bluegreen.engine.joints import JointError, ReadContext, build_joint, check_unit_hash, strip_for_kv
+from bluegreen.engine.kvwriter import KvBuilder, iter_kv, owned_by_migration, remove_kv_dir
+from bluegreen.engine.sqlsource import (
+    UnitChunkReader,
+    count_data_feed_rows,
+    count_units,
+    read_data_feed_rows,
+    read_min_retrievable_mci,
+)
+from bluegreen.errors import BadInputError, MigrationError, SourceDataError
+from bluegreen.formats.feeds import data_feed_entries
+from bluegreen.formats.jsvalues import js_stringify
+from bluegreen.formats.networks import Network, detect_network, with_genesis
+from bluegreen.killpoints import killpoint
+from bluegreen.schema.runner import apply_schema_steps
+
+TARGET_VERSION = 31
+MAX_FAILURES_KEPT = 10_000  # every failure is counted; this many are listed
+
+Progress = Callable[[str, int, int], None]
+
+
+class MigrationOptions(BaseModel):
+    """How to run the v31 step."""
+
+    target_version: int = TARGET_VERSION
+    light: bool | None = None  # None: from the SQLite file name (byteball-light.sqlite)
+    genesis_unit: str | None = None  # devnet: defaults to the unit without parents
+    unit_chunk: int = Field(default=5000, ge=1)
+    feed_chunk: int = Field(default=20000, ge=1)
+    check_hashes: bool = True  # full nodes; light nodes cannot (no last balls)
+
+
+class UnitFailure(BaseModel):
+    """One unit the step cannot migrate, with the reason."""
+
+    unit: str
+    reason: str  # hash_mismatch, missing_definition, missing_payload_rows, no_last_ball, ...
+    detail: str
+    expected_hash: str | None = None
+    computed_hash: str | None = None
+
+
+class JournalPhase(str, Enum):
+    UNITS = "units"
+    FEEDS = "feeds"
+    KV_DONE = "kv_done"
+    KV_INSTALLED = "kv_installed"
+    COMMITTED = "committed"
+
+
+class SourceIdentity(BaseModel):
+    """What the journal must match to resume: the same copy at the same version."""
+
+    user_version: int
+    units: int
+    max_unit_rowid: int
+    data_feeds: int
+    max_feed_rowid: int
+
+
+class MigrationJournal(BaseModel):
+    """Durable progress of one migration run (written after each durable KV chunk)."""
+
+    source: SourceIdentity
+    phase: JournalPhase = JournalPhase.UNITS
+    last_unit_rowid: int = 0
+    last_feed_rowid: int = 0
+    units_done: int = 0
+    feed_rows_done: int = 0
+    kv_puts: int = 0
+    carried_kv_keys: int = 0
+    stale_kv_keys_dropped: int = 0
+    failures_total: int = 0
+    failures: list[UnitFailure] = Field(default_factory=list)
+    started_at: datetime
+    updated_at: datetime
+
+
+class MigrationReport(BaseModel):
+    """What a migration run did. `completed` is True only when user_version is now the target."""
+
+    db_path: str
+    kv_dir: str
+    source_version: int
+    target_version: int
+    light: bool
+    network: str
+    genesis_unit: str | None
+    min_retrievable_mci: int | None = None
+    completed: bool = False
+    already_at_target: bool = False
+    resumed: bool = False
+    resumed_from_unit_rowid: int = 0
+    steps: Any = None  # the schema runner's StepsReport, as a dict
+    units_total: int = 0
+    units_written: int = 0
+    feed_rows: int = 0
+    kv_puts: int = 0
+    carried_kv_keys: int = 0
+    stale_kv_keys_dropped: int = 0
+    orphan_data_feed_rows: int = 0
+    failures_total: int = 0
+    failures: list[UnitFailure] = Field(default_factory=list)
+    elapsed_seconds: float = 0.0
+    units_per_second: float = 0.0
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def build_dir_for(kv_dir: Path) -> Path:
+    """Where the KV is built before it replaces `kv_dir`."""
+    return kv_dir.with_name(kv_dir.name + ".v31-build")
+
+
+def _source_identity(conn: apsw.Connection, user_version: int) -> SourceIdentity:
+    units, max_unit = conn.execute("SELECT COUNT(*), IFNULL(MAX(rowid),0) FROM units").fetchone()
+    feeds, max_feed = conn.execute("SELECT COUNT(*), IFNULL(MAX(rowid),0) FROM data_feeds").fetchone()
+    return SourceIdentity(user_version=user_version, units=units, max_unit_rowid=max_unit,
+                          data_feeds=feeds, max_feed_rowid=max_feed)
+
+
+def _open(db_path: Path) -> apsw.Connection:
+    if not db_path.is_file():
+        raise BadInputError(f"no SQLite database at {db_path}", hint="give the staged copy's byteball.sqlite")
+    conn = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READWRITE)
+    conn.setbusytimeout(5000)
+    try:
+        conn.execute("PRAGMA cache_size=-400000")
+        conn.execute("PRAGMA user_version").fetchone()
+    except apsw.Error as exc:
+        conn.close()
+        raise SourceDataError(f"cannot read {db_path}: {exc}", hint="the database file is damaged; restore it from a backup") from exc
+    return conn
+
+
+def _detect_network(conn: apsw.Connection, genesis_option: str | None) -> Network:
+    versions = [row[0] for row in conn.execute("SELECT DISTINCT version FROM units")]
+    try:
+        network = detect_network(versions)
+    except ValueError as exc:
+        raise SourceDataError(f"cannot tell the network from units.version values {versions[:10]}: {exc}",
+                              hint="the database mixes networks; it is not a single node's database") from exc
+    if genesis_option:
+        return with_genesis(network, genesis_option)
+    if network.genesis_unit is None:
+        rows = [r[0] for r in conn.execute(
+            "SELECT unit FROM units WHERE NOT EXISTS (SELECT 1 FROM parenthoods WHERE child_unit=units.unit) "
+            "ORDER BY rowid LIMIT 2")]
+        if len(rows) == 1:
+            return with_genesis(network, rows[0])
+        if len(rows) > 1:
+            raise SourceDataError(f"{network.name}: several units without parents ({', '.join(rows)}): cannot tell the genesis unit",
+                                  hint="pass --genesis-unit")
+    return network
+
+
+def _load_journal(path: Path) -> MigrationJournal | None:
+    if not path.exists():
+        return None
+    try:
+        return MigrationJournal.model_validate_json(path.read_text("utf-8"))
+    except ValueError:
+        return None  # a journal we cannot read is treated as absent: start over (the KV build is discarded)
+
+
+def migrate_copy(db_path: Path, kv_dir: Path, journal_path: Path, options: MigrationOptions | None = None,
+                 progress: Progress | None = None) -> MigrationReport:
+    """Bring the COPY at `db_path` (+ `kv_dir`) to `options.target_version` as ocore's migrateDb would.
+
+    Never call this on a live node's files. Raises MigrationError (with `.report`) if any unit cannot
+    be migrated; user_version is then unchanged. Safe to call again after a crash: it resumes."""
+    options = options or MigrationOptions()
+    if options.target_version != TARGET_VERSION:
+        raise BadInputError(f"target version {options.target_version} is not supported (only {TARGET_VERSION})")
+    started = time.monotonic()
+    light = options.light if options.light is not None else db_path.name == "byteball-light.sqlite"
+    conn = _open(db_path)
+    try:
+        source_version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        report = MigrationReport(db_path=str(db_path), kv_dir=str(kv_dir), source_version=source_version,
+                                 target_version=options.target_version, light=light, network="?", genesis_unit=None)
+        if source_version >= options.target_version:
+            report.already_at_target = report.completed = True
+            report.network = "unknown"
+            return report
+        return _run(conn, db_path, kv_dir, journal_path, options, light, report, started, progress)
+    finally:
+        conn.close()
+
+
+def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path, options: MigrationOptions,
+         light: bool, report: MigrationReport, started: float, progress: Progress | None) -> MigrationReport:
+    build_dir = build_dir_for(kv_dir)
+    identity = _source_identity(conn, report.source_version)
+    journal = _load_journal(journal_path)
+    if journal is not None and journal.source != identity:
+        journal = None  # a different copy: the old build is worthless
+    if journal is not None and journal.phase in (JournalPhase.UNITS, JournalPhase.FEEDS) and not build_dir.exists():
+        journal = None  # progress recorded but the build dir is gone: start over
+    if journal is None:
+        remove_kv_dir(build_dir)
+        journal = MigrationJournal(source=identity, started_at=_now(), updated_at=_now())
+    else:
+        report.resumed = True
+        report.resumed_from_unit_rowid = journal.last_unit_rowid
+
+    def save() -> None:
+        journal.updated_at = _now()
+        atomic_write_json(journal_path, journal.model_dump(mode="json"))
+
+    conn.execute("BEGIN IMMEDIATE")
+    committed = False
+    try:
+        killpoint("engine.before_sql_steps")
+        steps = apply_schema_steps(conn, report.source_version, light=light)
+        report.steps = steps.model_dump(mode="json") if hasattr(steps, "model_dump") else steps
+        killpoint("engine.after_sql_steps")
+        network = _detect_network(conn, options.genesis_unit)
+        report.network, report.genesis_unit = network.name, network.genesis_unit
+        min_mci = read_min_retrievable_mci(conn)
+        report.min_retrievable_mci = min_mci
+        ctx = ReadContext(network=network, min_retrievable_mci=min_mci, light=light)
+        report.units_total = count_units(conn)
+
+        if journal.phase in (JournalPhase.UNITS, JournalPhase.FEEDS):
+            fresh = not build_dir.exists()
+            kv = KvBuilder(build_dir)
+            try:
+                if fresh:
+                    _carry_foreign_keys(kv, kv_dir, journal)
+                    save()
+                if journal.phase is JournalPhase.UNITS:
+                    _fill_units(conn, kv, ctx, options, journal, report.units_total, save, progress,
+                                check=options.check_hashes and not light)
+                    journal.phase = JournalPhase.FEEDS
+                    save()
+                _fill_feeds(conn, kv, options, journal, save, progress)
+            finally:
+                kv.close()
+            fsync_dir(build_dir)
+            journal.phase = JournalPhase.KV_DONE
+            save()
+        report.orphan_data_feed_rows = _count_orphan_feeds(conn)
+        _fill_report(report, journal)
+        if journal.failures_total:
+            raise MigrationError(
+                f"{journal.failures_total} unit(s) cannot be migrated (first: {journal.failures[0].unit}: "
+                f"{journal.failures[0].reason}); the copy was left at version {report.source_version}",
+                hint="see the migration report for every failing unit; the live node is untouched. "
+                     "Repair or resync the source database, then run `upgrade stage` again",
+            )
+        killpoint("engine.before_kv_install")
+        if journal.phase is JournalPhase.KV_DONE:
+            _install_kv(build_dir, kv_dir)
+            journal.phase = JournalPhase.KV_INSTALLED
+            save()
+        killpoint("engine.before_commit")
+        conn.execute(f"PRAGMA user_version={options.target_version}")
+        conn.execute("COMMIT")
+        committed = True
+        journal.phase = JournalPhase.COMMITTED
+        save()
+        report.completed = True
+    except MigrationError as exc:
+        exc.report = report  # type: ignore[attr-defined]
+        raise
+    except JointError as exc:  # pragma: no cover - collected per unit, never escapes
+        raise MigrationError(str(exc)) from exc
+    finally:
+        if not committed:
+            try:
+                conn.execute("ROLLBACK")
+            except apsw.Error:
+                pass
+    report.elapsed_seconds = round(time.monotonic() - started, 3)
+    if report.elapsed_seconds > 0:
+        report.units_per_second = round(report.units_written / report.elapsed_seconds, 1)
+    return report
+
+
+def _fill_report(report: MigrationReport, journal: MigrationJournal) -> None:
+    report.units_written = journal.units_done
+    report.feed_rows = journal.feed_rows_done
+    report.kv_puts = journal.kv_puts
+    report.carried_kv_keys = journal.carried_kv_keys
+    report.stale_kv_keys_dropped = journal.stale_kv_keys_dropped
+    report.failures_total = journal.failures_total
+    report.failures = list(journal.failures)
+
+
+def _carry_foreign_keys(kv: KvBuilder, kv_dir: Path, journal: MigrationJournal) -> None:
+    """A node stuck at 30 has a half-filled KV: its j/df/dfv keys are rebuilt from SQL, anything else is kept."""
+    if not kv_dir.exists() or not any(kv_dir.iterdir()):
+        return
+    carried: list[tuple[bytes, bytes]] = []
+    for key, value in iter_kv(kv_dir):
+        if owned_by_migration(key):
+            journal.stale_kv_keys_dropped += 1
+        else:
+            carried.append((key, value))
+            if len(carried) >= 10_000:
+                journal.carried_kv_keys += kv.write_chunk(carried)
+                carried = []
+    journal.carried_kv_keys += kv.write_chunk(carried)
+
+
+def _record_failure(journal: MigrationJournal, failure: UnitFailure) -> None:
+    journal.failures_total += 1
+    if len(journal.failures) < MAX_FAILURES_KEPT:
+        journal.failures.append(failure)
+
+
+def _fill_units(conn: apsw.Connection, kv: KvBuilder, ctx: ReadContext, options: MigrationOptions,
+                journal: MigrationJournal, total: int, save: Callable[[], None], progress: Progress | None,
+                *, check: bool) -> None:
+    reader = UnitChunkReader(conn, options.unit_chunk)
+    while True:
+        chunk = reader.read(journal.last_unit_rowid)
+        if chunk is None:
+            return
+        puts: list[tuple[bytes, bytes]] = []
+        for row in chunk.units:
+            unit = row[1]
+            try:
+                joint = build_joint(row, chunk, ctx)
+            except JointError as exc:
+                _record_failure(journal, UnitFailure(unit=unit, reason=exc.reason, detail=exc.detail))
+                continue
+            if check:
+                computed = check_unit_hash(joint, ctx)
+                if computed is not None:
+                    _record_failure(journal, UnitFailure(
+                        unit=unit, reason="hash_mismatch",
+                        detail="the unit rebuilt from SQL does not hash to its id",
+                        expected_hash=unit, computed_hash=computed))
+                    continue
+            text = js_stringify(strip_for_kv(joint, ctx))
+            puts.append((("j\n" + unit).encode("utf-8"), text.encode("utf-8")))
+        killpoint("engine.mid_units_chunk")
+        journal.kv_puts += kv.write_chunk(puts)
+        killpoint("engine.after_units_chunk_write")
+        journal.last_unit_rowid = chunk.last_rowid
+        journal.units_done += len(chunk.units)
+        save()
+        killpoint("engine.between_units_chunks")
+        if progress:
+            progress("units", journal.units_done, total)
+
+
+def _fill_feeds(conn: apsw.Connection, kv: KvBuilder, options: MigrationOptions, journal: MigrationJournal,
+                save: Callable[[], None], progress: Progress | None) -> None:
+    total = count_data_feed_rows(conn)
+    while True:
+        rows, upper = read_data_feed_rows(conn, journal.last_feed_rowid, options.feed_chunk)
+        if upper is None:
+            return
+        puts: list[tuple[bytes, bytes]] = []
+        for _rowid, unit, address, feed_name, value, int_value, mci in rows:
+            for key, val in data_feed_entries(address, feed_name, value, int_value, mci, unit):
+                puts.append((key.encode("utf-8"), val.encode("utf-8")))
+        killpoint("engine.mid_feeds_chunk")
+        journal.kv_puts += kv.write_chunk(puts)
+        journal.last_feed_rowid = upper
+        journal.feed_rows_done += len(rows)
+        save()
+        if progress:
+            progress("data_feeds", journal.feed_rows_done, total)
+
+
+def _count_orphan_feeds(conn: apsw.Connection) -> int:
+    """data_feeds rows ocore's join silently drops (no units row or no unit_authors row)."""
+    return int(conn.execute(
+        "SELECT COUNT(*) FROM data_feeds WHERE NOT EXISTS (SELECT 1 FROM units WHERE units.unit=data_feeds.unit) "
+        "OR NOT EXISTS (SELECT 1 FROM unit_authors WHERE unit_authors.unit=data_feeds.unit)"
+    ).fetchone()[0])
+
+
+def _install_kv(build_dir: Path, kv_dir: Path) -> None:
+    """Put the finished build in place of the copy's KV dir (both are ours: this is the green copy)."""
+    if not build_dir.exists():
+        if kv_dir.exists():
+            return  # installed by an interrupted earlier run
+        raise MigrationError(f"the built KV {build_dir} is missing", hint="run `upgrade stage` again to rebuild it")
+    old = kv_dir.with_name(kv_dir.name + ".pre-v31")
+    remove_kv_dir(old)
+    if kv_dir.exists():
+        os.rename(kv_dir, old)
+    os.rename(build_dir, kv_dir)
+    fsync_dir(kv_dir.parent)
+    remove_kv_dir(old)
