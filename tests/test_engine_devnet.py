@@ -1,0 +1,130 @@
+"""The v31 engine against the real devnet node: ocore's own migration output, byte for byte."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import apsw
+import pytest
+
+from bluegreen.engine.kvwriter import iter_kv
+from bluegreen.engine.migrate import MigrationOptions, migrate_copy
+from bluegreen.errors import MigrationError
+from tests.conftest import DEVNET_V29
+
+
+def expected_kv() -> dict[bytes, bytes]:
+    lines = (DEVNET_V29 / "expected-kv.jsonl").read_text("utf-8").splitlines()
+    return {json.loads(l)["k"].encode("utf-8"): json.loads(l)["v"].encode("utf-8") for l in lines}
+
+
+def run_engine(node: Path, **opts: object):
+    return migrate_copy(node / "byteball.sqlite", node / "rocksdb", node.parent / f"{node.name}-journal.json",
+                        MigrationOptions(**opts))
+
+
+def user_version(db: Path) -> int:
+    conn = apsw.Connection(str(db))
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_devnet_v29_migrates_to_exactly_ocores_62_keys(devnet_v29: Path) -> None:
+    report = run_engine(devnet_v29)
+    assert report.completed and report.failures_total == 0
+    got = dict(iter_kv(devnet_v29 / "rocksdb"))
+    want = expected_kv()
+    assert len(want) == 62
+    assert sorted(got) == sorted(want)
+    for key, value in want.items():
+        assert got[key] == value, key
+    assert user_version(devnet_v29 / "byteball.sqlite") == 31
+    conn = apsw.Connection(str(devnet_v29 / "byteball.sqlite"))
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert report.units_written == 14
+
+
+def test_second_run_is_a_no_op(devnet_v29: Path) -> None:
+    run_engine(devnet_v29)
+    again = run_engine(devnet_v29)
+    assert again.already_at_target and again.completed
+
+
+def test_a_rowid_gap_does_not_skip_units(devnet_v29: Path) -> None:
+    """ocore stops at the first empty window of 10,000 rowids; we read every unit."""
+    db = devnet_v29 / "byteball.sqlite"
+    conn = apsw.Connection(str(db))
+    last = conn.execute("SELECT unit FROM units ORDER BY rowid DESC LIMIT 1").fetchone()[0]
+    conn.execute("UPDATE units SET rowid=rowid+50000 WHERE unit=?", (last,))
+    conn.close()
+    report = run_engine(devnet_v29)
+    got = dict(iter_kv(devnet_v29 / "rocksdb"))
+    assert got == expected_kv()
+    assert ("j\n" + last).encode() in got and report.units_written == 14
+
+
+def _corrupt_payload_and_drop_definition(db: Path) -> tuple[str, str]:
+    conn = apsw.Connection(str(db))
+    feed_unit = conn.execute(
+        "SELECT unit FROM data_feeds WHERE `value` IS NOT NULL ORDER BY rowid LIMIT 1").fetchone()[0]
+    conn.execute("UPDATE data_feeds SET `value`=`value` || 'x' WHERE unit=? AND `value` IS NOT NULL", (feed_unit,))
+    chash, def_unit = conn.execute(
+        "SELECT definition_chash, unit FROM unit_authors WHERE definition_chash IS NOT NULL AND unit<>? "
+        "ORDER BY rowid LIMIT 1", (feed_unit,)).fetchone()
+    conn.execute("PRAGMA foreign_keys=OFF")
+    conn.execute("DELETE FROM definitions WHERE definition_chash=?", (chash,))
+    conn.close()
+    return feed_unit, def_unit
+
+
+def test_bad_units_are_all_named_and_the_copy_keeps_its_version(devnet_v29: Path) -> None:
+    db = devnet_v29 / "byteball.sqlite"
+    feed_unit, def_unit = _corrupt_payload_and_drop_definition(db)
+    with pytest.raises(MigrationError) as caught:
+        run_engine(devnet_v29)
+    report = caught.value.report  # type: ignore[attr-defined]
+    reasons = {f.unit: f for f in report.failures}
+    assert reasons[feed_unit].reason == "hash_mismatch"
+    assert reasons[feed_unit].expected_hash == feed_unit and reasons[feed_unit].computed_hash != feed_unit
+    assert reasons[def_unit].reason == "missing_definition"
+    assert user_version(db) == 29
+    tables = {r[0] for r in apsw.Connection(str(db)).execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "joints" not in tables  # the v30 tables were rolled back with everything else
+    assert not (devnet_v29 / "rocksdb").exists()
+
+
+KILL_SCRIPT = """
+import sys
+from pathlib import Path
+from bluegreen.engine.migrate import MigrationOptions, migrate_copy
+node = Path(sys.argv[1])
+migrate_copy(node / "byteball.sqlite", node / "rocksdb", node.parent / f"{node.name}-journal.json",
+             MigrationOptions(unit_chunk=3, feed_chunk=5))
+"""
+
+
+@pytest.mark.parametrize("point", [
+    "engine.after_sql_steps",
+    "engine.mid_units_chunk@2",
+    "engine.after_units_chunk_write@3",
+    "engine.between_units_chunks@1",
+    "engine.mid_feeds_chunk@2",
+    "engine.before_kv_install",
+    "engine.before_commit",
+])
+def test_killed_mid_run_then_restarted_gives_the_same_kv(devnet_v29: Path, point: str) -> None:
+    env = {**os.environ, "BLUEGREEN_KILL_AT": point}
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(devnet_v29)], env=env,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == -9, "the kill point was not reached"
+    assert user_version(devnet_v29 / "byteball.sqlite") == 29
+    report = run_engine(devnet_v29, unit_chunk=3, feed_chunk=5)
+    assert report.completed
+    assert dict(iter_kv(devnet_v29 / "rocksdb")) == expected_kv()
+    assert user_version(devnet_v29 / "byteball.sqlite") == 31
