@@ -172,7 +172,7 @@ def _build_message(unit: str, m: tuple[Any, ...], chunk: UnitChunk, *, single_au
             polls = rows("polls")
             if len(polls) != 1:
                 raise fail("missing_payload_rows", f"{len(polls)} polls rows (expected 1)")
-            choices = rows("poll_choices")
+            choices = chunk.rows("poll_choices", unit)
             if not choices:
                 raise fail("missing_payload_rows", "no poll_choices rows")
             msg["payload"] = {"question": polls[0][0], "choices": [c[0] for c in choices]}

@@ -52,8 +52,9 @@ _CHILD_QUERIES: dict[str, str] = {
     "definition_changes": f"SELECT unit, message_index, definition_chash, address FROM address_definition_changes "
                           f"WHERE unit {_IN_CHUNK} ORDER BY unit, message_index",
     "polls": f"SELECT unit, message_index, question FROM polls WHERE unit {_IN_CHUNK}",
-    "poll_choices": f"SELECT unit, message_index, choice FROM poll_choices WHERE unit {_IN_CHUNK} "
-                    "ORDER BY unit, message_index, choice_index",
+    # poll_choices has no message_index column (a poll unit carries one poll: polls' key is the unit).
+    # Current ocore's query filters on `message_index` and fails with "no such column" on any poll.
+    "poll_choices": f"SELECT unit, choice FROM poll_choices WHERE unit {_IN_CHUNK} ORDER BY unit, choice_index",
     "votes": f"SELECT unit, message_index, poll_unit, choice FROM votes WHERE unit {_IN_CHUNK}",
     "assets": f"SELECT unit, message_index, cap, is_private, is_transferrable, auto_destroy, fixed_denominations, "
               "issued_by_definer_only, cosigned_by_definer, spender_attested, issue_condition, transfer_condition "
@@ -75,7 +76,8 @@ _CHILD_QUERIES: dict[str, str] = {
 }
 
 # Child rows keyed by unit only; the others by (unit, message_index).
-_BY_UNIT = {"parents", "balls", "skiplist", "witnesses", "ehcr", "authors", "authentifiers", "messages", "denominations"}
+_BY_UNIT = {"parents", "balls", "skiplist", "witnesses", "ehcr", "authors", "authentifiers", "messages", "denominations",
+            "poll_choices"}
 
 
 @dataclass
