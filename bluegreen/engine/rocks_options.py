@@ -1,0 +1,61 @@
+"""RocksDB options for every KV dir we write, so that the node's own RocksDB can read it.
+
+The node reads its `rocksdb/` with npm `level-rocksdb` 5 -> `rocksdb` 5.2.1, which bundles RocksDB 6.17.3;
+we write with rocksdict 0.3.29, which bundles RocksDB 9.8.4. Each choice below avoids an error measured
+with the node's library (docs/compatibility.md has the matrix and the exact messages)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rocksdict import BlockBasedOptions, ChecksumType, DBCompressionType, Options, Rdict
+
+# RocksDB 9.8.4 writes table format_version 6 by default; 6.17.3 knows up to 5
+# ("Corruption: Unknown Footer version"). 5 is the newest format both read.
+TABLE_FORMAT_VERSION = 5
+
+# rocksdict files that are ours, not RocksDB's; the node ignores them (RocksDB skips unknown names).
+ROCKSDICT_CONFIG_FILE = "rocksdict-config.json"
+
+
+def node_compatible_table_options() -> BlockBasedOptions:
+    """Block-based table options the node's RocksDB 6.17.3 reads back."""
+    table = BlockBasedOptions()
+    table.set_format_version(TABLE_FORMAT_VERSION)
+    # 9.x defaults to xxh3 checksums, which 6.17.3 rejects ("unknown checksum type 4"); crc32c is the
+    # checksum every RocksDB version reads, and the one level-rocksdb itself writes.
+    table.set_checksum_type(ChecksumType.crc32c())
+    return table
+
+
+def node_compatible_options(*, create_if_missing: bool = True) -> Options:
+    """rocksdict Options for writing a KV dir the node (level-rocksdb 5 / RocksDB 6.17.3) can read and write.
+
+    raw_mode: keys and values are plain bytes (the node stores UTF-8 strings, no pickling).
+    Compression: snappy, the only codec the node's RocksDB build carries (level-rocksdb's default
+    `compression: true` means snappy), set explicitly so no other codec is ever chosen."""
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(create_if_missing)
+    opts.set_block_based_table_factory(node_compatible_table_options())
+    opts.set_compression_type(DBCompressionType.snappy())
+    opts.set_bottommost_compression_type(DBCompressionType.snappy())
+    return opts
+
+
+def open_node_compatible(path: Path) -> Rdict:
+    """Open (or create) a KV dir for writing with `node_compatible_options`.
+
+    Every read-write open of a KV dir the node will read must use these options: a read-write open with
+    rocksdict defaults may compact existing files into table format 6, which the node cannot read."""
+    return Rdict(str(path), node_compatible_options())
+
+
+def finish_for_node(db: Rdict) -> None:
+    """Leave a KV dir in the state the node reads best: memtables flushed to SST files, then closed.
+
+    After the flush the data no longer depends on the write-ahead log: the node's RocksDB reads
+    RocksDB 9.8.4 WAL files too (measured), but an SST written with our table options is the format
+    we have checked most, and the reopen by the node then has nothing to replay."""
+    db.flush(True)
+    db.flush_wal(True)
+    db.close()
