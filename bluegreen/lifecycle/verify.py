@@ -109,8 +109,17 @@ def _db_path(data_dir: Path) -> tuple[Path, bool]:
 
 
 def open_readonly(db_path: Path) -> apsw.Connection:
-    """Open an SQLite file read-only through a `mode=ro` URI (never `immutable`: a WAL may hold data)."""
-    uri = "file:" + quote(str(db_path.resolve())) + "?mode=ro"
+    """Open an SQLite file read-only, leaving no file behind in its directory.
+
+    With a `-wal` or `-journal` beside it: `mode=ro`, because committed data may sit in the WAL (or a
+    hot journal must stop us). Without them every committed page is in the main file, and `mode=ro`
+    would still create an empty `-wal` and a `-shm` next to a WAL-mode database (measured: it does,
+    and they stay), so we add `immutable=1`. That is safe only while nobody writes the file: verify
+    runs with the node stopped, and a node starting meanwhile could only mislead the report."""
+    path = db_path.resolve()
+    side_files = [path.with_name(path.name + suffix) for suffix in ("-wal", "-journal")]
+    params = "mode=ro" if any(p.exists() for p in side_files) else "mode=ro&immutable=1"
+    uri = "file:" + quote(str(path)) + "?" + params
     return apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
 
 
@@ -228,7 +237,7 @@ def check_schema(green: apsw.Connection, target_version: int, light: bool) -> Ve
     tally = _Tally(CHECK_SCHEMA, checked=1)
     expected = reference.load_reference(target_version, light)
     actual = reference.introspect(green)
-    differences = reference.compare(expected, actual)
+    differences = reference.compare(actual, expected)
     for diff in _as_list(differences):
         tally.fail(str(diff))
     kind = "light" if light else "full"
@@ -432,9 +441,7 @@ def _entries(row: tuple[Any, ...]) -> list[tuple[bytes, bytes]]:
     from bluegreen.formats.feeds import data_feed_entries
 
     _rowid, unit, address, feed_name, value, int_value, mci = row
-    pairs = data_feed_entries(
-        unit=unit, address=address, feed_name=feed_name, value=value, int_value=int_value, main_chain_index=mci
-    )
+    pairs = data_feed_entries(address, feed_name, value, int_value, mci, unit)
     return [(_b(k), _b(v)) for k, v in pairs]
 
 

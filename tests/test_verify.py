@@ -1,0 +1,409 @@
+"""`verify_green`: each check passes on a faithful green and fails, naming the item, on a real defect.
+
+Greens are real: copies of the shared node dirs, a green migrated by our engine from the version-29
+devnet node, and a green holding exactly the keys ocore's own migration wrote (expected-kv.jsonl).
+Defects are made for real in green's SQLite file and RocksDB dir."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import apsw
+import pytest
+from rocksdict import Options, Rdict
+
+from bluegreen.errors import BadInputError
+from bluegreen.lifecycle.verify import (
+    CHECK_BALLS,
+    CHECK_FOREIGN_KEYS,
+    CHECK_INTEGRITY,
+    CHECK_KV_DATA_FEEDS,
+    CHECK_KV_UNITS,
+    CHECK_ROW_COUNTS,
+    CHECK_SCHEMA,
+    CHECK_USER_VERSION,
+    open_readonly,
+    verify_green,
+)
+from bluegreen.lifecycle.verify_models import VerifyReport
+from tests.conftest import DEVNET_V29, DEVNET_V31, writable_copy
+
+ALL_CHECKS = [
+    CHECK_INTEGRITY,
+    CHECK_FOREIGN_KEYS,
+    CHECK_USER_VERSION,
+    CHECK_SCHEMA,
+    CHECK_ROW_COUNTS,
+    CHECK_KV_UNITS,
+    CHECK_KV_DATA_FEEDS,
+    CHECK_BALLS,
+]
+DB = "byteball.sqlite"
+GENESIS = "pLzHaCisvxkfgwyBDzgvZzhPp37ZKnuMOxiI3QwXxqM="
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def failing(report: VerifyReport) -> set[str]:
+    return {c.name for c in report.checks if not c.passed}
+
+
+def check(report: VerifyReport, name: str):  # type: ignore[no-untyped-def]
+    [found] = [c for c in report.checks if c.name == name]
+    return found
+
+
+def sql(data_dir: Path, statement: str, bindings: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    conn = apsw.Connection(str(data_dir / DB))
+    try:
+        return list(conn.execute(statement, bindings))
+    finally:
+        conn.close()
+
+
+def kv_open(data_dir: Path) -> Rdict:
+    return Rdict(str(data_dir / "rocksdb"), options=Options(raw_mode=True))
+
+
+def kv_items(data_dir: Path, prefix: bytes) -> list[tuple[bytes, bytes]]:
+    db = kv_open(data_dir)
+    try:
+        return [(k, v) for k, v in db.items() if k.startswith(prefix)]
+    finally:
+        db.close()
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    """Every file under `path` with the SHA-256 of its bytes: any write, creation or deletion shows."""
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
+
+
+# ------------------------------------------------------------------------------------ pairs
+
+
+@pytest.fixture
+def v31_pair(tmp_path: Path) -> tuple[Path, Path]:
+    """blue and green: two copies of the real version-31 node dir (so green == blue)."""
+    return writable_copy(DEVNET_V31, tmp_path / "blue"), writable_copy(DEVNET_V31, tmp_path / "green")
+
+
+@pytest.fixture
+def migrated_pair(tmp_path: Path) -> tuple[Path, Path]:
+    """blue: the real version-29 node dir; green: a copy of it migrated to 31 by our engine."""
+    from bluegreen.engine.migrate import MigrationOptions, migrate_copy
+
+    blue = writable_copy(DEVNET_V29, tmp_path / "blue")
+    green = writable_copy(DEVNET_V29, tmp_path / "green")
+    report = migrate_copy(green / DB, green / "rocksdb", tmp_path / "journal.json", MigrationOptions())
+    assert report.completed
+    return blue, green
+
+
+@pytest.fixture
+def ocore_pair(tmp_path: Path) -> tuple[Path, Path]:
+    """blue: the version-29 node dir; green: its SQL steps applied by our runner, and as KV exactly
+    the keys and values ocore's own migration wrote (expected-kv.jsonl): the checker's oracle."""
+    from bluegreen.schema.runner import apply_schema_steps
+
+    blue = writable_copy(DEVNET_V29, tmp_path / "blue")
+    green = writable_copy(DEVNET_V29, tmp_path / "green")
+    (green / "expected-kv.jsonl").unlink()
+    conn = apsw.Connection(str(green / DB))
+    with conn:
+        apply_schema_steps(conn, 29, light=False)
+        conn.execute("PRAGMA user_version=31")
+    conn.close()
+    db = kv_open(green)
+    for line in (DEVNET_V29 / "expected-kv.jsonl").read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        db.put(entry["k"].encode("utf-8"), entry["v"].encode("utf-8"))
+    db.close()
+    return blue, green
+
+
+# ------------------------------------------------------------------------------------ the v31 node
+
+
+def test_copies_of_a_real_v31_node_pass_every_check_but_data_feeds(v31_pair: tuple[Path, Path]) -> None:
+    blue, green = v31_pair
+    report = verify_green(blue, green)
+    assert [c.name for c in report.checks] == ALL_CHECKS
+    # That node stopped filling SQL data_feeds when it moved to the KV: blue implies no df keys,
+    # the KV has 44 of them, so the data-feed check must fail, every key an "extra".
+    assert failing(report) == {CHECK_KV_DATA_FEEDS}
+    feeds = check(report, CHECK_KV_DATA_FEEDS)
+    assert feeds.failed == 44 and feeds.checked == 44
+    assert all(item.startswith("extra df") for item in feeds.first_failures)
+    assert len(feeds.first_failures) == 20
+    units = check(report, CHECK_KV_UNITS)
+    assert units.checked == 14 and units.failed == 0
+    assert check(report, CHECK_BALLS).checked == 13
+    assert not report.passed
+
+
+def test_verify_leaves_blue_and_green_byte_for_byte_unchanged_apart_from_rocksdict_files(
+    v31_pair: tuple[Path, Path],
+) -> None:
+    blue, green = v31_pair
+    before_blue, before_green = tree_digest(blue), tree_digest(green)
+    verify_green(blue, green)
+    assert tree_digest(blue) == before_blue
+    after_green = tree_digest(green)
+    # rocksdict writes an OPTIONS file and rocksdict-config.json even when opening read-only (green is ours)
+    changed = {k for k in before_green.keys() | after_green.keys() if before_green.get(k) != after_green.get(k)}
+    assert all(re.fullmatch(r"rocksdb/(OPTIONS-\d+|rocksdict-config\.json|LOG.*)", k) for k in changed), changed
+
+
+def test_open_readonly_creates_no_wal_or_shm_next_to_a_wal_mode_database(tmp_path: Path) -> None:
+    copy = writable_copy(DEVNET_V31 / DB, tmp_path / DB)
+    conn = open_readonly(copy)
+    assert conn.execute("PRAGMA journal_mode").fetchall()[0][0] in ("wal", "delete")
+    assert conn.execute("SELECT count(*) FROM units").fetchall() == [(14,)]
+    with pytest.raises(apsw.ReadOnlyError):
+        conn.execute("DELETE FROM units")
+    conn.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [DB]
+
+
+def test_open_readonly_reads_committed_data_still_in_the_wal(tmp_path: Path) -> None:
+    copy = writable_copy(DEVNET_V31 / DB, tmp_path / DB)
+    writer = apsw.Connection(str(copy))
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("DELETE FROM known_bad_joints")
+    writer.execute("INSERT INTO known_bad_joints (joint, json, error) VALUES ('x', '{}', 'only in the WAL')")
+    assert (tmp_path / (DB + "-wal")).stat().st_size > 0
+    reader = open_readonly(copy)
+    assert reader.execute("SELECT error FROM known_bad_joints").fetchall() == [("only in the WAL",)]
+    reader.close()
+    writer.close()
+
+
+# ------------------------------------------------------------------------------------ defects, one per check
+
+
+def v31_defect_report(pair: tuple[Path, Path]) -> VerifyReport:
+    report = verify_green(*pair)
+    return report
+
+
+def test_flipped_byte_in_a_joint_fails_only_kv_units_and_names_the_unit(v31_pair: tuple[Path, Path]) -> None:
+    blue, green = v31_pair
+    unit = GENESIS
+    db = kv_open(green)
+    key = b"j\n" + unit.encode()
+    value = db[key]
+    m = re.search(rb'"timestamp":(\d)', value)
+    assert m is not None
+    digit = m.group(1)
+    flipped = b"1" if digit != b"1" else b"2"
+    db[key] = value[: m.start(1)] + flipped + value[m.end(1):]
+    db.close()
+    report = verify_green(blue, green)
+    assert failing(report) == {CHECK_KV_UNITS, CHECK_KV_DATA_FEEDS}
+    units = check(report, CHECK_KV_UNITS)
+    assert units.failed == 1
+    assert units.first_failures[0].startswith(f"{unit}: stored unit hashes to ")
+
+
+def test_unparsable_joint_fails_kv_units(v31_pair: tuple[Path, Path]) -> None:
+    blue, green = v31_pair
+    db = kv_open(green)
+    key = b"j\n" + GENESIS.encode()
+    db[key] = db[key][:-1]  # cut the closing brace
+    db.close()
+    units = check(verify_green(blue, green), CHECK_KV_UNITS)
+    assert units.failed == 1 and units.first_failures[0].startswith(f"{GENESIS}: j value is not valid JSON")
+
+
+def test_deleted_joint_key_fails_kv_units_and_names_the_unit(v31_pair: tuple[Path, Path]) -> None:
+    blue, green = v31_pair
+    [(unit,)] = sql(green, "SELECT unit FROM units ORDER BY unit DESC LIMIT 1")
+    db = kv_open(green)
+    del db[b"j\n" + str(unit).encode()]
+    db.close()
+    report = verify_green(blue, green)
+    assert failing(report) == {CHECK_KV_UNITS, CHECK_KV_DATA_FEEDS}
+    units = check(report, CHECK_KV_UNITS)
+    assert units.failed == 1 and units.first_failures == [f"{unit}: no j key"]
+    assert units.checked == 14
+
+
+def test_stray_joint_key_fails_kv_units_and_names_the_key(v31_pair: tuple[Path, Path]) -> None:
+    blue, green = v31_pair
+    stray = "0000000000000000000000000000000000000000000="
+    db = kv_open(green)
+    db[b"j\n" + stray.encode()] = db[b"j\n" + GENESIS.encode()]
+    db.close()
+    report = verify_green(blue, green)
+    assert failing(report) == {CHECK_KV_UNITS, CHECK_KV_DATA_FEEDS}
+    units = check(report, CHECK_KV_UNITS)
+    assert units.failed == 1 and units.first_failures == [f"j key without a units row: j\\n{stray}"]
+    assert units.checked == 15
+
+
+def test_dropped_index_fails_only_schema_and_names_the_index(v31_pair: tuple[Path, Path]) -> None:
+    blue, green = v31_pair
+    sql(green, "DROP INDEX byLevel")
+    report = verify_green(blue, green)
+    assert failing(report) == {CHECK_SCHEMA, CHECK_KV_DATA_FEEDS}
+    schema = check(report, CHECK_SCHEMA)
+    assert schema.failed == 1 and "byLevel" in schema.first_failures[0]
+    assert schema.first_failures[0].startswith("missing index")
+
+
+def test_changed_ball_fails_only_balls_and_names_the_unit(v31_pair: tuple[Path, Path]) -> None:
+    blue, green = v31_pair
+    # a ball that no other ball was built from, so exactly one re-hash fails
+    [(unit, ball)] = sql(
+        green,
+        "SELECT unit, ball FROM balls WHERE unit NOT IN (SELECT parent_unit FROM parenthoods "
+        "JOIN balls ON balls.unit=child_unit) AND unit NOT IN (SELECT skiplist_unit FROM skiplist_units) "
+        "ORDER BY rowid LIMIT 1",
+    )
+    forged = "A" + str(ball)[1:] if not str(ball).startswith("A") else "B" + str(ball)[1:]
+    sql(green, "UPDATE balls SET ball=? WHERE unit=?", (forged, unit))
+    report = verify_green(blue, green)
+    assert failing(report) == {CHECK_BALLS, CHECK_KV_DATA_FEEDS}
+    balls = check(report, CHECK_BALLS)
+    assert balls.failed == 1
+    assert balls.first_failures == [f"{unit}: ball {forged} in balls, re-hashed {ball}"]
+
+
+def test_ball_of_a_parent_gone_fails_balls(v31_pair: tuple[Path, Path]) -> None:
+    blue, green = v31_pair
+    sql(green, "DELETE FROM balls WHERE unit=?", (GENESIS,))
+    balls = check(verify_green(blue, green), CHECK_BALLS)
+    assert not balls.passed
+    assert any(f"parent {GENESIS} has no ball" in item for item in balls.first_failures)
+
+
+def test_new_foreign_key_violation_fails_only_foreign_keys(v31_pair: tuple[Path, Path]) -> None:
+    blue, green = v31_pair
+    ghost = "GhostUnitGhostUnitGhostUnitGhostUnitGhost0A="
+    [(rowid,)] = sql(green, "SELECT rowid FROM units WHERE unit=?", (GENESIS,))
+    sql(green, "UPDATE units SET best_parent_unit=? WHERE unit=?", (ghost, GENESIS))
+    report = verify_green(blue, green)
+    assert failing(report) == {CHECK_FOREIGN_KEYS, CHECK_KV_DATA_FEEDS}
+    fk = check(report, CHECK_FOREIGN_KEYS)
+    assert fk.failed == 1 and fk.first_failures == [f"units rowid={rowid} -> missing parent in units"]
+
+
+def test_violation_already_in_blue_is_not_new(v31_pair: tuple[Path, Path]) -> None:
+    blue, green = v31_pair
+    ghost = "GhostUnitGhostUnitGhostUnitGhostUnitGhost0A="
+    for side in (blue, green):
+        sql(side, "UPDATE units SET best_parent_unit=? WHERE unit=?", (ghost, GENESIS))
+    fk = check(verify_green(blue, green), CHECK_FOREIGN_KEYS)
+    assert fk.passed and fk.checked == 1 and "1 violation(s) in green, 1 in blue" in fk.detail
+
+
+def test_wrong_user_version_fails_only_user_version(v31_pair: tuple[Path, Path]) -> None:
+    blue, green = v31_pair
+    sql(green, "PRAGMA user_version=30")
+    report = verify_green(blue, green)
+    assert failing(report) == {CHECK_USER_VERSION, CHECK_KV_DATA_FEEDS}
+    assert check(report, CHECK_USER_VERSION).first_failures == ["user_version is 30, expected 31"]
+
+
+def test_lost_rows_fail_only_row_counts_and_name_the_table(v31_pair: tuple[Path, Path]) -> None:
+    blue, green = v31_pair
+    [(n,)] = sql(blue, "SELECT count(*) FROM witness_list_hashes")
+    sql(green, "DELETE FROM witness_list_hashes")
+    report = verify_green(blue, green)
+    assert failing(report) == {CHECK_ROW_COUNTS, CHECK_KV_DATA_FEEDS}
+    assert check(report, CHECK_ROW_COUNTS).first_failures == [f"witness_list_hashes: blue has {n} rows, green 0"]
+
+
+def test_corrupt_page_fails_integrity_check(v31_pair: tuple[Path, Path]) -> None:
+    blue, green = v31_pair
+    # overwrite the middle of the units table's root page: a structural defect SQLite itself detects
+    [(root,)] = sql(green, "SELECT rootpage FROM sqlite_master WHERE name='sqlite_autoindex_units_1'")
+    [(page_size,)] = sql(green, "PRAGMA page_size")
+    sql(green, "PRAGMA journal_mode=DELETE")
+    data = bytearray((green / DB).read_bytes())
+    start = (int(root) - 1) * int(page_size)
+    data[start + 8 : start + 64] = b"\xff" * 56
+    (green / DB).write_bytes(bytes(data))
+    integrity = check(verify_green(blue, green), CHECK_INTEGRITY)
+    assert not integrity.passed and integrity.failed >= 1
+
+
+def test_missing_kv_dir_fails_both_kv_checks_with_the_reason(v31_pair: tuple[Path, Path]) -> None:
+    blue, green = v31_pair
+    for p in sorted((green / "rocksdb").iterdir()):
+        p.unlink()
+    (green / "rocksdb").rmdir()
+    report = verify_green(blue, green)
+    for name in (CHECK_KV_UNITS, CHECK_KV_DATA_FEEDS):
+        c = check(report, name)
+        assert not c.passed and c.detail == "the check could not run"
+        assert "no key-value store" in c.first_failures[0]
+    assert check(report, CHECK_BALLS).passed
+
+
+def test_a_dir_without_a_database_is_bad_input(v31_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    blue, _ = v31_pair
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BadInputError):
+        verify_green(blue, empty)
+
+
+# ------------------------------------------------------------------------------------ sampling
+
+
+def test_sample_mode_is_reproducible_and_catches_a_defect_in_its_sample(v31_pair: tuple[Path, Path]) -> None:
+    blue, green = v31_pair
+    first = verify_green(blue, green, sample=5)
+    second = verify_green(blue, green, sample=5)
+    assert first.sample == 5
+    for a, b in zip(first.checks, second.checks):
+        assert (a.name, a.passed, a.checked, a.failed, a.first_failures) == (
+            b.name, b.passed, b.checked, b.failed, b.first_failures,
+        )
+    # a sample as large as the table covers every unit: a deleted key cannot hide
+    db = kv_open(green)
+    del db[b"j\n" + GENESIS.encode()]
+    db.close()
+    units = check(verify_green(blue, green, sample=100), CHECK_KV_UNITS)
+    assert not units.passed and f"{GENESIS}: no j key" in units.first_failures
+
+
+def test_sample_mode_finds_a_stray_joint_key(v31_pair: tuple[Path, Path]) -> None:
+    blue, green = v31_pair
+    db = kv_open(green)
+    db[b"j\n" + b"zzzzStray"] = b"{}"  # after every real key: any probe past the last unit lands on it
+    db.close()
+    units = check(verify_green(blue, green, sample=50), CHECK_KV_UNITS)
+    assert not units.passed and "j key without a units row: j\\nzzzzStray" in units.first_failures
+
+
+def test_progress_reports_each_streaming_check(v31_pair: tuple[Path, Path]) -> None:
+    calls: list[tuple[str, int, int]] = []
+    verify_green(*v31_pair, progress=lambda name, done, total: calls.append((name, done, total)))
+    names = {c[0] for c in calls}
+    assert {CHECK_ROW_COUNTS, CHECK_KV_UNITS, CHECK_BALLS} <= names
+    assert (CHECK_KV_UNITS, 14, 14) in calls
+    assert all(0 <= done <= total for _, done, total in calls)
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+def test_report_round_trips_as_json_and_summarises_failures(v31_pair: tuple[Path, Path]) -> None:
+    report = verify_green(*v31_pair)
+    again = VerifyReport.model_validate_json(report.model_dump_json())
+    assert again == report
+    text = report.summary()
+    assert text.splitlines()[0].startswith("verify FAILED")
+    assert "[FAIL] kv_data_feeds: 44 checked, 44 failed" in text
+    assert "[PASS] kv_units: 14 checked, 0 failed" in text
+    assert "... and 24 more" in text
