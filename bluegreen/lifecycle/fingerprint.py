@@ -1,0 +1,199 @@
+"""A cheap, read-only fingerprint of a node data dir, and a diff that names what changed.
+
+Nothing here opens SQLite or RocksDB: files are stat()ed and the SQLite/WAL headers read with a
+plain O_RDONLY read, so fingerprinting the live dir never writes to it. Database files (the SQLite
+file, its -wal, everything under rocksdb/) decide drift; other files (conf.json, ...) are tracked
+separately because promote re-copies them instead of refusing."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+DB_NAMES = ("byteball.sqlite", "byteball-light.sqlite")
+# Files that never carry data: the WAL index (rebuilt from the -wal) and SQLite's lock-only files.
+IGNORED_SUFFIXES = ("-shm",)
+
+
+class FileStat(BaseModel):
+    """stat() facts of one file that change whenever it is written or replaced."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+    mode: int
+
+
+class SqliteHeader(BaseModel):
+    """Counters from the 100-byte SQLite header (https://sqlite.org/fileformat.html)."""
+
+    change_counter: int
+    page_count: int
+    schema_cookie: int
+    user_version: int
+    wal_mode: bool
+
+
+class WalHeader(BaseModel):
+    """The -wal header: its checkpoint sequence and salts change on every WAL reset."""
+
+    size: int
+    checkpoint_seq: int
+    salt1: int
+    salt2: int
+
+
+class RocksdbInfo(BaseModel):
+    """RocksDB's CURRENT names the live MANIFEST; the manifest grows with every flush/compaction."""
+
+    current: str
+    manifest_name: str
+    manifest_size: int
+
+
+class Fingerprint(BaseModel):
+    """Fingerprint of a data dir: database part (drift) and other files (re-copied at promote)."""
+
+    db_files: dict[str, FileStat] = Field(default_factory=dict)
+    other_files: dict[str, FileStat] = Field(default_factory=dict)
+    sqlite: SqliteHeader | None = None
+    wal: WalHeader | None = None
+    rocksdb: RocksdbInfo | None = None
+
+
+def is_db_file(rel: str) -> bool:
+    """True for the SQLite file, its -wal/-journal, and anything under rocksdb/."""
+    if rel.startswith("rocksdb/"):
+        return True
+    return any(rel == n or rel.startswith(n + "-") for n in DB_NAMES)
+
+
+def read_sqlite_header(path: Path) -> SqliteHeader | None:
+    """Parse the header counters of a SQLite file (None if it is not one)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(100)
+    except FileNotFoundError:
+        return None
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        return None
+    return SqliteHeader(
+        change_counter=struct.unpack(">I", head[24:28])[0],
+        page_count=struct.unpack(">I", head[28:32])[0],
+        schema_cookie=struct.unpack(">I", head[40:44])[0],
+        user_version=struct.unpack(">i", head[60:64])[0],
+        wal_mode=head[18] == 2 and head[19] == 2,
+    )
+
+
+def read_wal_header(path: Path) -> WalHeader | None:
+    """Parse a -wal header (None when absent or empty)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None
+    if len(head) < 32:
+        return WalHeader(size=size, checkpoint_seq=0, salt1=0, salt2=0)
+    seq, salt1, salt2 = struct.unpack(">III", head[12:24])
+    return WalHeader(size=size, checkpoint_seq=seq, salt1=salt1, salt2=salt2)
+
+
+def read_rocksdb_info(kv_dir: Path) -> RocksdbInfo | None:
+    """CURRENT and the MANIFEST it names (None when there is no RocksDB there)."""
+    try:
+        current = (kv_dir / "CURRENT").read_text().strip()
+    except FileNotFoundError:
+        return None
+    manifest = kv_dir / current
+    size = manifest.stat().st_size if manifest.exists() else -1
+    return RocksdbInfo(current=current, manifest_name=current, manifest_size=size)
+
+
+def walk_files(root: Path, exclude: frozenset[str] = frozenset()) -> list[str]:
+    """Relative paths of every regular file under `root`, sorted; `exclude` names top-level entries to skip."""
+    out: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        if rel_dir == ".":
+            dirnames[:] = [d for d in dirnames if d not in exclude]
+            filenames = [f for f in filenames if f not in exclude]
+        dirnames.sort()
+        for name in sorted(filenames):
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            if os.path.isfile(os.path.join(dirpath, name)) and not os.path.islink(os.path.join(dirpath, name)):
+                out.append(rel)
+    return out
+
+
+def take(root: Path, exclude: frozenset[str] = frozenset()) -> Fingerprint:
+    """Fingerprint the data dir `root` (read-only: stat() and header reads only)."""
+    fp = Fingerprint()
+    for rel in walk_files(root, exclude):
+        if rel.endswith(IGNORED_SUFFIXES):
+            continue
+        st = os.stat(root / rel)
+        fs = FileStat(size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino, mode=st.st_mode)
+        (fp.db_files if is_db_file(rel) else fp.other_files)[rel] = fs
+    for name in DB_NAMES:
+        if (root / name).exists():
+            fp.sqlite = read_sqlite_header(root / name)
+            fp.wal = read_wal_header(root / (name + "-wal"))
+            break
+    fp.rocksdb = read_rocksdb_info(root / "rocksdb")
+    return fp
+
+
+def _diff_files(kind: str, a: dict[str, FileStat], b: dict[str, FileStat], compare_inode: bool) -> list[str]:
+    out: list[str] = []
+    for rel in sorted(set(a) | set(b)):
+        if rel not in b:
+            out.append(f"{kind} file removed: {rel}")
+        elif rel not in a:
+            out.append(f"{kind} file added: {rel} ({b[rel].size} bytes)")
+        else:
+            x, y = a[rel], b[rel]
+            what = []
+            if x.size != y.size:
+                what.append(f"size {x.size} -> {y.size}")
+            if x.mtime_ns != y.mtime_ns:
+                what.append("mtime changed")
+            if compare_inode and x.inode != y.inode:
+                what.append("replaced (new inode)")
+            if x.mode != y.mode:
+                what.append(f"mode {oct(x.mode)} -> {oct(y.mode)}")
+            if what:
+                out.append(f"{kind} file changed: {rel}: " + ", ".join(what))
+    return out
+
+
+def diff_db(a: Fingerprint, b: Fingerprint, compare_inode: bool = True) -> list[str]:
+    """What changed in the database part from `a` to `b` (empty list = no drift)."""
+    out = _diff_files("database", a.db_files, b.db_files, compare_inode)
+    if a.sqlite != b.sqlite and a.sqlite is not None and b.sqlite is not None:
+        for field in SqliteHeader.model_fields:
+            x, y = getattr(a.sqlite, field), getattr(b.sqlite, field)
+            if x != y:
+                out.append(f"SQLite header {field}: {x} -> {y}")
+    if a.wal != b.wal:
+        out.append(f"SQLite -wal: {a.wal.model_dump() if a.wal else None} -> {b.wal.model_dump() if b.wal else None}")
+    if a.rocksdb != b.rocksdb:
+        out.append(f"RocksDB CURRENT/MANIFEST: {a.rocksdb.model_dump() if a.rocksdb else None} -> "
+                   f"{b.rocksdb.model_dump() if b.rocksdb else None}")
+    return out
+
+
+def diff_other(a: Fingerprint, b: Fingerprint) -> list[str]:
+    """What changed among the non-database files (conf.json, keys.json, ...)."""
+    return _diff_files("other", a.other_files, b.other_files, True)
+
+
+def changed_other_files(a: Fingerprint, b: Fingerprint) -> tuple[list[str], list[str]]:
+    """(new or changed, removed) non-database files from `a` to `b`, relative paths."""
+    changed = [r for r, s in b.other_files.items() if r not in a.other_files or a.other_files[r] != s]
+    removed = [r for r in a.other_files if r not in b.other_files]
+    return sorted(changed), sorted(removed)

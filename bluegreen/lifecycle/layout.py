@@ -1,0 +1,157 @@
+"""Where things are: the node data dir (blue), the staging area and the paths inside it.
+
+Rules: the staging area must be on the data dir's filesystem (renames cannot cross filesystems);
+a symlinked data dir is refused (a rename would move the link, not the data); a data dir that is
+a mount point cannot be renamed, so the swap falls back to moving its entries, and the staging area
+must then sit inside the mount (given explicitly, so we never create anything in blue unasked)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bluegreen.errors import BadInputError, PreflightError
+from bluegreen.lifecycle.fingerprint import DB_NAMES
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Resolved paths of one staged upgrade."""
+
+    data_dir: Path
+    staging_dir: Path
+    db_name: str
+    exclude: frozenset[str] = field(default_factory=frozenset)  # top-level names of data_dir that are ours
+    data_is_mountpoint: bool = False
+
+    @property
+    def light(self) -> bool:
+        """True for a light wallet database."""
+        return self.db_name == "byteball-light.sqlite"
+
+    @property
+    def green_dir(self) -> Path:
+        """The copy being migrated (before promote, and again after rollback)."""
+        return self.staging_dir / "green"
+
+    @property
+    def previous_dir(self) -> Path:
+        """The old blue, kept for rollback after promote."""
+        return self.staging_dir / "blue-previous"
+
+    @property
+    def work_dir(self) -> Path:
+        """Engine journal, probes, scratch."""
+        return self.staging_dir / "work"
+
+    @property
+    def reports_dir(self) -> Path:
+        """verify-*.json reports."""
+        return self.staging_dir / "reports"
+
+    @property
+    def lock_path(self) -> Path:
+        """The flock'd file."""
+        return self.staging_dir / "lock"
+
+    @property
+    def swap_journal(self) -> Path:
+        """Journal of an in-flight swap."""
+        return self.staging_dir / "swap-journal.json"
+
+    @property
+    def engine_journal(self) -> Path:
+        """The migration engine's resumable journal."""
+        return self.work_dir / "engine-journal"
+
+
+def find_db_name(data_dir: Path) -> str:
+    """`byteball.sqlite` or `byteball-light.sqlite`, whichever the dir holds (exactly one)."""
+    present = [n for n in DB_NAMES if (data_dir / n).is_file()]
+    if not present:
+        raise BadInputError(
+            f"{data_dir} holds no ocore database (byteball.sqlite or byteball-light.sqlite)",
+            "pass the node's data dir with --data-dir (usually ~/.config/<app name>)",
+        )
+    if len(present) > 1:
+        raise BadInputError(
+            f"{data_dir} holds both byteball.sqlite and byteball-light.sqlite; cannot tell which one the node uses",
+            "move the one the node does not use out of the data dir, then re-run",
+        )
+    return present[0]
+
+
+def discover_data_dirs(home: Path | None = None) -> list[Path]:
+    """Every `$HOME/.config/<app>` dir holding an ocore database."""
+    home = home or Path(os.environ.get("HOME", str(Path.home())))
+    config = home / ".config"
+    if not config.is_dir():
+        return []
+    return sorted(d for d in config.iterdir() if d.is_dir() and any((d / n).is_file() for n in DB_NAMES))
+
+
+def default_data_dir(home: Path | None = None) -> Path:
+    """The single discovered data dir, or a BadInputError listing the candidates."""
+    found = discover_data_dirs(home)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise BadInputError("no node data dir found under $HOME/.config",
+                            "pass the node's data dir with --data-dir")
+    listing = "\n".join(f"    {d}" for d in found)
+    raise BadInputError(f"several node data dirs found:\n{listing}",
+                        "choose one with --data-dir")
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists():
+        p = p.parent
+    return p
+
+
+def resolve(data_dir: Path | None, staging_dir: Path | None, *, require_db: bool = True) -> Layout:
+    """Check and resolve the data dir and staging area (read-only; creates nothing)."""
+    if data_dir is None:
+        data_dir = default_data_dir()
+    data_dir = Path(os.path.abspath(data_dir))
+    if data_dir.is_symlink():
+        raise BadInputError(
+            f"{data_dir} is a symlink (to {os.path.realpath(data_dir)}); a rename would move the link, not the data",
+            f"pass the real directory: --data-dir {os.path.realpath(data_dir)}",
+        )
+    if not data_dir.is_dir():
+        raise BadInputError(f"data dir {data_dir} does not exist or is not a directory",
+                            "pass the node's data dir with --data-dir")
+    db_name = find_db_name(data_dir) if require_db else next(
+        (n for n in DB_NAMES if (data_dir / n).is_file()), DB_NAMES[0])
+    mount = os.path.ismount(data_dir)
+    if staging_dir is None:
+        if mount:
+            raise PreflightError(
+                f"{data_dir} is a mount point: it cannot be renamed and its sibling is on another filesystem",
+                f"give a staging area inside the mount, e.g. --staging-dir {data_dir / '.bluegreen'} "
+                "(the swap then moves the dir's entries with a journal)",
+            )
+        staging_dir = data_dir.with_name(data_dir.name + ".bluegreen")
+    staging_dir = Path(os.path.abspath(staging_dir))
+    exclude: frozenset[str] = frozenset()
+    if staging_dir.parent == data_dir:
+        if not mount:
+            raise BadInputError(
+                f"the staging area {staging_dir} is inside the data dir, which would be swapped with it",
+                "use the default (a sibling `<data-dir>.bluegreen`) or another dir on the same filesystem",
+            )
+        exclude = frozenset({staging_dir.name})
+    elif data_dir in staging_dir.parents or staging_dir == data_dir:
+        raise BadInputError(f"the staging area {staging_dir} must not be the data dir or nested deep inside it",
+                            "use the default (a sibling `<data-dir>.bluegreen`)")
+    if os.stat(_nearest_existing(staging_dir)).st_dev != os.stat(data_dir).st_dev:
+        raise PreflightError(
+            f"the staging area {staging_dir} is on another filesystem than the data dir {data_dir}; "
+            "the final swap is a rename and cannot cross filesystems",
+            "choose --staging-dir on the data dir's filesystem (the default sibling `<data-dir>.bluegreen` is)",
+        )
+    return Layout(data_dir=data_dir, staging_dir=staging_dir, db_name=db_name, exclude=exclude,
+                  data_is_mountpoint=mount)

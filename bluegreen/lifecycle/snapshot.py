@@ -1,0 +1,247 @@
+"""Copy blue into a fresh green dir without writing to blue: the free-space check, the copy, fsyncs.
+
+- SQLite: the backup API over a read-only connection, so committed data still in the -wal is
+  included and the copy is consistent even if the node writes meanwhile. When the file is in WAL
+  mode but has no -wal (a cleanly stopped node), a read-only open would *create* -wal/-shm in blue,
+  so we open it `immutable=1` and prove afterwards that nothing changed (else we retry normally).
+- rocksdb/: file by file; `.sst` files are immutable in RocksDB, so they are hard-linked when the
+  filesystem allows; everything else (MANIFEST, CURRENT, OPTIONS, the `*.log` WAL holding data) is copied.
+- Every other file of the data dir is copied with its mode and mtime.
+The copy goes to `green.partial/` and is renamed to `green/` only when complete and fsynced, so a
+half snapshot is never mistaken for a whole one."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import apsw
+from pydantic import BaseModel
+
+from bluegreen.durable import fsync_dir, fsync_file
+from bluegreen.errors import OutOfSpaceError, SourceDataError
+from bluegreen.lifecycle import fingerprint as fpmod
+from bluegreen.lifecycle.killpoints import killpoint
+from bluegreen.lifecycle.layout import Layout
+from bluegreen.lifecycle.state import SpaceEstimate
+
+MiB = 1 << 20
+BACKUP_PAGES_PER_STEP = 4096
+Progress = Callable[[str, int, int], None]
+
+
+class SnapshotReport(BaseModel):
+    """What the snapshot copied."""
+
+    sqlite_pages: int
+    sqlite_bytes: int
+    files_copied: int
+    bytes_copied: int
+    files_linked: int
+    bytes_linked: int
+    immutable_read: bool
+    seconds: float
+
+
+def _sqlite_names(db_name: str) -> set[str]:
+    return {db_name, f"{db_name}-wal", f"{db_name}-shm", f"{db_name}-journal"}
+
+
+def _sizes(layout: Layout) -> tuple[int, int, int]:
+    """(bytes to copy, bytes of .sst files that can be linked, bytes of the SQLite file and -wal)."""
+    blue = layout.data_dir
+    sql = sum((blue / n).stat().st_size for n in (layout.db_name, layout.db_name + "-wal") if (blue / n).exists())
+    copy = sql
+    linkable = 0
+    for rel in fpmod.walk_files(blue, layout.exclude):
+        if rel.split("/")[0] in _sqlite_names(layout.db_name):
+            continue
+        size = (blue / rel).stat().st_size
+        if rel.startswith("rocksdb/") and rel.endswith(".sst"):
+            linkable += size
+        else:
+            copy += size
+    return copy, linkable, sql
+
+
+def estimate_space(layout: Layout) -> SpaceEstimate:
+    """How many bytes stage needs on the staging filesystem, and how many are free.
+
+    The KV estimate: the v31 step writes every unit's JSON and every data feed into RocksDB; both are
+    about as big as the SQL rows they come from, so we budget the SQLite size once more (plus the
+    engine's SQLite WAL during the step), and keep a 10% + 64 MiB margin."""
+    copy, linkable, sql = _sizes(layout)
+    kv = sql
+    margin = (copy + kv) // 10 + 64 * MiB
+    probe = layout.staging_dir if layout.staging_dir.exists() else layout.staging_dir.parent
+    st = os.statvfs(probe)
+    return SpaceEstimate(copy_bytes=copy, linked_bytes=linkable, kv_estimate_bytes=kv, margin_bytes=margin,
+                         needed_bytes=copy + kv + margin, free_bytes=st.f_bavail * st.f_frsize)
+
+
+def describe_space(est: SpaceEstimate) -> str:
+    """The numbers, for the operator."""
+    return (f"needs about {est.needed_bytes / MiB:.1f} MiB (copy {est.copy_bytes / MiB:.1f} MiB + KV estimate "
+            f"{est.kv_estimate_bytes / MiB:.1f} MiB + margin {est.margin_bytes / MiB:.1f} MiB; "
+            f"{est.linked_bytes / MiB:.1f} MiB of .sst files are hard-linked, not copied), "
+            f"free {est.free_bytes / MiB:.1f} MiB")
+
+
+def check_space(layout: Layout) -> SpaceEstimate:
+    """Raise OutOfSpaceError (nothing written yet) when the estimate exceeds the free space."""
+    est = estimate_space(layout)
+    if est.needed_bytes > est.free_bytes:
+        raise OutOfSpaceError(
+            f"not enough space on the staging filesystem for {layout.staging_dir}: {describe_space(est)}",
+            f"free at least {(est.needed_bytes - est.free_bytes) / MiB:.1f} MiB there, or use --staging-dir on "
+            "the same filesystem with more room",
+        )
+    return est
+
+
+def open_source(db_path: Path, immutable: bool) -> apsw.Connection:
+    """A read-only connection to blue's SQLite file (never creates files unless a -wal already exists)."""
+    uri = f"file:{db_path}?mode=ro" + ("&immutable=1" if immutable else "")
+    return apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+
+
+def _backup(src: apsw.Connection, dst_path: Path, progress: Progress | None) -> int:
+    dst = apsw.Connection(str(dst_path))
+    try:
+        with dst.backup("main", src, "main") as b:
+            first = True
+            while not b.done:
+                b.step(BACKUP_PAGES_PER_STEP)
+                if progress:
+                    progress("snapshot sqlite", b.pagecount - b.remaining, b.pagecount)
+                if first:
+                    killpoint("snapshot.mid_copy")
+                    first = False
+            pages = b.pagecount
+    finally:
+        dst.close()
+    return pages
+
+
+def backup_sqlite(db_path: Path, dst_path: Path, progress: Progress | None = None) -> tuple[int, bool]:
+    """Consistent copy of `db_path` into `dst_path` via the backup API; returns (pages, read immutably)."""
+    header = fpmod.read_sqlite_header(db_path)
+    if header is None:
+        raise SourceDataError(f"{db_path} is not a SQLite database", "check the data dir")
+    wal = Path(str(db_path) + "-wal")
+    immutable = header.wal_mode and not wal.exists()
+    before = os.stat(db_path) if immutable else None
+    try:
+        src = open_source(db_path, immutable)
+        try:
+            pages = _backup(src, dst_path, progress)
+        finally:
+            src.close()
+    except apsw.FullError as exc:
+        raise OSError(errno.ENOSPC, str(exc)) from exc
+    except apsw.Error as exc:
+        raise SourceDataError(f"cannot read {db_path} with SQLite: {exc}",
+                              "if the node was killed mid-write, start and stop it once so SQLite recovers "
+                              "its journal, then re-run") from exc
+    if immutable:
+        after = os.stat(db_path)
+        if wal.exists() or (after.st_mtime_ns, after.st_size, after.st_ino) != (
+                before.st_mtime_ns, before.st_size, before.st_ino):  # type: ignore[union-attr]
+            # Someone opened/wrote it while we read without locks: read again with locks.
+            dst_path.unlink(missing_ok=True)
+            return backup_sqlite(db_path, dst_path, progress)
+    return pages, immutable
+
+
+def quick_check(db_path: Path) -> list[str]:
+    """`PRAGMA quick_check` on a copy we own; [] when it says ok."""
+    conn = apsw.Connection(f"file:{db_path}?mode=ro", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    try:
+        rows = [r[0] for r in conn.execute("PRAGMA quick_check(20)")]
+    finally:
+        conn.close()
+    return [] if rows == ["ok"] else rows
+
+
+def _copy_file(src: Path, dst: Path) -> int:
+    if src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+        return 0
+    shutil.copyfile(src, dst, follow_symlinks=False)
+    shutil.copystat(src, dst, follow_symlinks=False)
+    fsync_file(dst)
+    return dst.stat().st_size
+
+
+def copy_tree_files(src_root: Path, dst_root: Path, rels: list[str], link_sst: bool,
+                    progress: Progress | None = None) -> tuple[int, int, int, int]:
+    """Copy (or hard-link .sst) each relative path; returns (copied, bytes copied, linked, bytes linked)."""
+    copied = bcopied = linked = blinked = 0
+    for i, rel in enumerate(rels):
+        s, d = src_root / rel, dst_root / rel
+        if not d.parent.exists():
+            d.parent.mkdir(parents=True)
+            shutil.copystat(s.parent, d.parent)
+        if link_sst and rel.endswith(".sst") and rel.startswith("rocksdb/"):
+            try:
+                os.link(s, d)
+                linked += 1
+                blinked += d.stat().st_size
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                    raise
+        bcopied += _copy_file(s, d)
+        copied += 1
+        if progress:
+            progress("snapshot files", i + 1, len(rels))
+        if i == len(rels) // 2:
+            killpoint("snapshot.mid_files")
+    return copied, bcopied, linked, blinked
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirs, _files in os.walk(root):
+        fsync_dir(dirpath)
+
+
+def take_snapshot(layout: Layout, progress: Progress | None = None) -> SnapshotReport:
+    """Copy blue into `<staging>/green` (via green.partial). Raises OutOfSpaceError on ENOSPC, cleaning up."""
+    t0 = time.monotonic()
+    partial = layout.staging_dir / "green.partial"
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir()
+    shutil.copystat(layout.data_dir, partial)
+    try:
+        pages, immutable = backup_sqlite(layout.data_dir / layout.db_name, partial / layout.db_name, progress)
+        shutil.copymode(layout.data_dir / layout.db_name, partial / layout.db_name)
+        fsync_file(partial / layout.db_name)
+        killpoint("snapshot.after_sqlite")
+        sqlite_skip = _sqlite_names(layout.db_name)
+        rels = [r for r in fpmod.walk_files(layout.data_dir, layout.exclude) if r.split("/")[0] not in sqlite_skip]
+        copied, bcopied, linked, blinked = copy_tree_files(layout.data_dir, partial, rels, True, progress)
+        _fsync_tree(partial)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            shutil.rmtree(partial, ignore_errors=True)
+            est = estimate_space(layout)
+            raise OutOfSpaceError(
+                f"the staging filesystem filled up while copying blue ({exc}); the partial copy was removed, "
+                f"blue is untouched. Stage {describe_space(est)}",
+                "free space on the staging filesystem (or pick another --staging-dir on the same filesystem) "
+                "and re-run `upgrade stage`",
+            ) from exc
+        raise
+    green = layout.green_dir
+    if green.exists():
+        shutil.rmtree(green)
+    os.rename(partial, green)
+    fsync_dir(layout.staging_dir)
+    return SnapshotReport(sqlite_pages=pages, sqlite_bytes=(green / layout.db_name).stat().st_size,
+                          files_copied=copied, bytes_copied=bcopied, files_linked=linked, bytes_linked=blinked,
+                          immutable_read=immutable, seconds=time.monotonic() - t0)

@@ -1,0 +1,212 @@
+"""The staging state file: one pydantic document, written atomically, every change appended to audit.log.
+
+Allowed phase changes are data (`TRANSITIONS`), checked on every change, so a bug cannot silently
+jump from e.g. MIGRATING to PROMOTED. Hooks see every transition (tests, progress printers)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from bluegreen.durable import append_line_durably, atomic_write_json
+from bluegreen.errors import BadInputError, PreflightError
+from bluegreen.lifecycle.fingerprint import Fingerprint
+
+STATE_FORMAT = 1
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, the only clock the lifecycle uses."""
+    return datetime.now(timezone.utc)
+
+
+class Phase(str, Enum):
+    """Where the staged upgrade is. Phases ending in -ING are in flight (a crash there is recovered)."""
+
+    NONE = "NONE"
+    SNAPSHOTTING = "SNAPSHOTTING"
+    SNAPSHOTTED = "SNAPSHOTTED"
+    MIGRATING = "MIGRATING"
+    MIGRATED = "MIGRATED"
+    VERIFIED = "VERIFIED"
+    PROMOTING = "PROMOTING"
+    PROMOTED = "PROMOTED"
+    ROLLING_BACK = "ROLLING_BACK"
+    ROLLED_BACK = "ROLLED_BACK"
+    ABORTED = "ABORTED"
+    FAILED = "FAILED"
+
+
+P = Phase
+# Allowed transitions, as data. Re-entering SNAPSHOTTING/MIGRATING is a restart or a resume.
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    P.NONE: frozenset({P.SNAPSHOTTING, P.ABORTED}),
+    P.SNAPSHOTTING: frozenset({P.SNAPSHOTTED, P.SNAPSHOTTING, P.FAILED, P.ABORTED}),
+    P.SNAPSHOTTED: frozenset({P.MIGRATING, P.FAILED, P.ABORTED, P.SNAPSHOTTING}),
+    P.MIGRATING: frozenset({P.MIGRATED, P.MIGRATING, P.FAILED, P.ABORTED, P.SNAPSHOTTING}),
+    P.MIGRATED: frozenset({P.VERIFIED, P.MIGRATED, P.ABORTED, P.SNAPSHOTTING}),
+    P.VERIFIED: frozenset({P.VERIFIED, P.MIGRATED, P.PROMOTING, P.ABORTED, P.SNAPSHOTTING}),
+    P.PROMOTING: frozenset({P.PROMOTED, P.VERIFIED}),
+    P.PROMOTED: frozenset({P.ROLLING_BACK}),
+    P.ROLLING_BACK: frozenset({P.ROLLED_BACK, P.PROMOTED}),
+    P.ROLLED_BACK: frozenset({P.PROMOTING, P.VERIFIED, P.MIGRATED, P.ABORTED, P.SNAPSHOTTING}),
+    P.ABORTED: frozenset({P.SNAPSHOTTING}),
+    P.FAILED: frozenset({P.SNAPSHOTTING, P.ABORTED}),
+}
+
+
+class HistoryEntry(BaseModel):
+    """One phase change, also written as one line of audit.log."""
+
+    at: datetime
+    from_phase: Phase
+    to_phase: Phase
+    note: str = ""
+    pid: int | None = None
+
+
+class Progress(BaseModel):
+    """Last progress the engine reported (persisted every few seconds so `status` can show it)."""
+
+    step: str
+    done: int
+    total: int
+    started_at: datetime
+    updated_at: datetime
+
+
+class SpaceEstimate(BaseModel):
+    """The free-space check stage made before copying, in bytes."""
+
+    copy_bytes: int
+    linked_bytes: int
+    kv_estimate_bytes: int
+    margin_bytes: int
+    needed_bytes: int
+    free_bytes: int
+
+
+class VerifyRecord(BaseModel):
+    """The latest verify run on green."""
+
+    report_path: Path
+    passed: bool
+    finished_at: datetime
+    sample: int | None
+    failed_checks: list[str] = Field(default_factory=list)
+
+
+class SwapRecord(BaseModel):
+    """Which mechanism the last swap used (`exchange` = one renameat2, `fallback` = journaled renames)."""
+
+    op: str
+    mechanism: str
+    at: datetime
+    recovered: bool = False
+
+
+class StagingState(BaseModel):
+    """Everything the lifecycle knows about one staged upgrade (`<staging>/state.json`)."""
+
+    format: int = STATE_FORMAT
+    phase: Phase = Phase.NONE
+    data_dir: Path
+    staging_dir: Path
+    db_name: str = "byteball.sqlite"
+    light: bool = False
+    source_version: int | None = None
+    target_version: int = 31
+    genesis_unit: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    space: SpaceEstimate | None = None
+    blue_fingerprint: Fingerprint | None = None
+    green_fingerprint_verified: Fingerprint | None = None
+    green_fingerprint_promoted: Fingerprint | None = None
+    green_row_counts_promoted: dict[str, int] = Field(default_factory=dict)
+    green_kv_keys_promoted: int | None = None
+    progress: Progress | None = None
+    migration_report: dict[str, Any] | None = None
+    last_verify: VerifyRecord | None = None
+    last_swap: SwapRecord | None = None
+    last_error: str | None = None
+    history: list[HistoryEntry] = Field(default_factory=list)
+
+
+class AuditEntry(BaseModel):
+    """One line of audit.log."""
+
+    at: datetime
+    event: str
+    from_phase: Phase | None = None
+    to_phase: Phase | None = None
+    note: str = ""
+    pid: int
+
+
+TransitionHook = Callable[[Phase, Phase, StagingState], None]
+
+
+class StateStore:
+    """Loads and saves `state.json` in a staging dir; every save is atomic, every transition audited."""
+
+    def __init__(self, staging_dir: Path) -> None:
+        self.staging_dir = staging_dir
+        self.path = staging_dir / "state.json"
+        self.audit_path = staging_dir / "audit.log"
+        self.hooks: list[TransitionHook] = []
+
+    def exists(self) -> bool:
+        """True when a state file is present."""
+        return self.path.exists()
+
+    def load(self) -> StagingState | None:
+        """The saved state, or None when there is none."""
+        if not self.path.exists():
+            return None
+        try:
+            return StagingState.model_validate_json(self.path.read_bytes())
+        except ValueError as exc:
+            raise BadInputError(
+                f"the state file {self.path} is unreadable: {exc}",
+                "it was written atomically, so this means someone edited it; restore it or run `upgrade abort` "
+                "(before promote only)",
+            ) from exc
+
+    def save(self, state: StagingState) -> None:
+        """Write the state durably (tmp + fsync + rename + fsync dir)."""
+        state.updated_at = utcnow()
+        atomic_write_json(self.path, json.loads(state.model_dump_json()))
+
+    def audit(self, event: str, note: str = "", from_phase: Phase | None = None,
+              to_phase: Phase | None = None) -> None:
+        """Append one durable line to audit.log."""
+        import os
+
+        entry = AuditEntry(at=utcnow(), event=event, from_phase=from_phase, to_phase=to_phase, note=note,
+                           pid=os.getpid())
+        append_line_durably(self.audit_path, entry.model_dump_json())
+
+    def transition(self, state: StagingState, to: Phase, note: str = "") -> StagingState:
+        """Move `state` to phase `to` (checked against TRANSITIONS), save it, audit it, run the hooks."""
+        import os
+
+        frm = state.phase
+        if to not in TRANSITIONS[frm]:
+            raise PreflightError(
+                f"the staged upgrade is in phase {frm.value}; it cannot go to {to.value}",
+                "run `upgrade status` to see what the next command should be",
+            )
+        state.phase = to
+        state.history.append(HistoryEntry(at=utcnow(), from_phase=frm, to_phase=to, note=note, pid=os.getpid()))
+        self.save(state)
+        self.audit("transition", note, frm, to)
+        for hook in self.hooks:
+            hook(frm, to, state)
+        return state
