@@ -1,0 +1,772 @@
+"""Every ocore schema step below 31, as data.
+
+A step is ocore's `if (version < N) { ... }` block of `sqlite_migrations.js` (master, checked against
+the file's history: see `Step.history`). Its items run in order:
+
+- `Statement`: one SQL statement. `only_for` restricts it to full or light nodes (ocore's `conf.bLight`;
+  no step below 31 depends on mainnet/testnet, in any revision of the file). `already_present` is a
+  probe that tells the runner the statement's effect is already in the database, so it is skipped
+  (e.g. ALTER TABLE ADD COLUMN of a column that exists). `action="user_version"` marks ocore's
+  intermediate `PRAGMA user_version=N`: recorded, never executed (the engine sets 31 at the end).
+- `AtomicBlock`: statements that ocore wraps in its own BEGIN TRANSACTION / COMMIT (steps 10, 24).
+  SQLite refuses nested transactions, so the runner runs them inside the caller's transaction under a
+  SAVEPOINT; one probe decides whether the whole block is already applied.
+- `DataOperation`: a step part that reads data and writes derived rows (step 18's attested_fields
+  backfill), implemented by a named Python function in this module.
+
+The SQL text is ours (our layout); tokens, names and inline comments follow ocore so that the stored
+`sqlite_master.sql` differs from an ocore-migrated database in whitespace only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Literal
+
+import apsw
+from pydantic import BaseModel, ConfigDict
+
+from bluegreen.errors import SourceDataError
+
+NodeKind = Literal["full", "light"]
+
+# ocore constants.js: attested profile fields longer than these are not indexed in attested_fields.
+MAX_PROFILE_FIELD_LENGTH = 50
+MAX_PROFILE_VALUE_LENGTH = 100
+
+
+class Probe(BaseModel):
+    """A read-only query that tells whether an item's effect is already in the database.
+
+    `present_when="rows"`: present if the query returns at least one row; `"no_rows"`: if it returns none."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sql: str
+    present_when: Literal["rows", "no_rows"] = "rows"
+    reason: str
+
+
+class Statement(BaseModel):
+    """One statement of a step (see the module docstring)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["statement"] = "statement"
+    sql: str
+    action: Literal["execute", "user_version"] = "execute"
+    only_for: NodeKind | None = None
+    already_present: Probe | None = None
+
+
+class AtomicBlock(BaseModel):
+    """Statements ocore runs between its own BEGIN TRANSACTION and COMMIT."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["atomic"] = "atomic"
+    ocore_begin: str = "BEGIN TRANSACTION"
+    ocore_commit: str = "COMMIT"
+    statements: tuple[Statement, ...]
+    already_present: Probe
+
+
+class DataOperation(BaseModel):
+    """A data-reading part of a step, run by the Python function `DATA_OPERATIONS[name]`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["data_operation"] = "data_operation"
+    name: str
+    description: str
+
+
+StepItem = Statement | AtomicBlock | DataOperation
+
+
+class Step(BaseModel):
+    """ocore's `if (version < N)` block: run when the database's version is below `version`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: int
+    items: tuple[StepItem, ...]
+    history: str = ""
+
+
+# ---------------------------------------------------------------- probes
+
+
+def table_exists(table: str) -> Probe:
+    """Present when the table exists."""
+    return Probe(sql=f"SELECT 1 FROM sqlite_master WHERE type='table' AND name='{table}'", reason=f"table {table} exists")
+
+
+def index_exists(index: str) -> Probe:
+    """Present when an index of that name exists (whatever it indexes, as ocore's IF NOT EXISTS)."""
+    return Probe(sql=f"SELECT 1 FROM sqlite_master WHERE type='index' AND name='{index}'", reason=f"index {index} exists")
+
+
+def column_exists(table: str, column: str) -> Probe:
+    """Present when the column exists in the table."""
+    return Probe(
+        sql=f"SELECT 1 FROM pragma_table_info('{table}') WHERE name='{column}'",
+        reason=f"column {table}.{column} exists",
+    )
+
+
+def table_empty(table: str) -> Probe:
+    """Present (nothing left to delete) when the table has no rows."""
+    return Probe(sql=f"SELECT 1 FROM {table} LIMIT 1", present_when="no_rows", reason=f"table {table} is already empty")
+
+
+def _create_table(table: str, sql: str, only_for: NodeKind | None = None) -> Statement:
+    return Statement(sql=sql, only_for=only_for, already_present=table_exists(table))
+
+
+def _create_index(index: str, sql: str) -> Statement:
+    return Statement(sql=sql, already_present=index_exists(index))
+
+
+def _add_column(table: str, column: str, sql: str) -> Statement:
+    return Statement(sql=sql, already_present=column_exists(table, column))
+
+
+def _delete_all(table: str) -> Statement:
+    return Statement(sql=f"DELETE FROM {table}", already_present=table_empty(table))
+
+
+def _user_version(n: int) -> Statement:
+    return Statement(sql=f"PRAGMA user_version={n}", action="user_version")
+
+
+# ---------------------------------------------------------------- the steps
+
+_ATTESTED_FIELDS_COLUMNS = """
+    unit CHAR(44) NOT NULL,
+    message_index TINYINT NOT NULL,
+    attestor_address CHAR(32) NOT NULL,
+    address CHAR(32) NOT NULL,
+    `field` VARCHAR(50) NOT NULL,
+    `value` VARCHAR(100) NOT NULL,
+    PRIMARY KEY (unit, message_index, `field`),"""
+
+_AA_RESPONSES_COLUMNS = """
+    aa_response_id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+    mci INT NOT NULL, -- mci of the trigger unit
+    trigger_address CHAR(32) NOT NULL, -- trigger address
+    aa_address CHAR(32) NOT NULL,
+    trigger_unit CHAR(44) NOT NULL,
+    bounced TINYINT NOT NULL,
+    response_unit CHAR(44) NULL UNIQUE,
+    response TEXT NULL, -- json
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    UNIQUE (trigger_unit, aa_address),"""
+
+STEPS: tuple[Step, ...] = (
+    Step(
+        version=1,
+        items=(
+            _create_index(
+                "unitAuthorsIndexByAddressDefinitionChash",
+                "CREATE INDEX IF NOT EXISTS unitAuthorsIndexByAddressDefinitionChash ON unit_authors(address, definition_chash)",
+            ),
+            _create_index("outputsIsSerial", "CREATE INDEX IF NOT EXISTS outputsIsSerial ON outputs(is_serial)"),
+            _create_index("bySequence", "CREATE INDEX IF NOT EXISTS bySequence ON units(sequence)"),
+        ),
+    ),
+    Step(
+        version=2,
+        items=(
+            _create_index(
+                "hcobyAddressMci",
+                "CREATE UNIQUE INDEX IF NOT EXISTS hcobyAddressMci ON headers_commission_outputs(address, main_chain_index)",
+            ),
+            _create_index(
+                "byWitnessAddressMci",
+                "CREATE UNIQUE INDEX IF NOT EXISTS byWitnessAddressMci ON witnessing_outputs(address, main_chain_index)",
+            ),
+            _create_index(
+                "inputsIndexByAddressTypeToMci",
+                "CREATE INDEX IF NOT EXISTS inputsIndexByAddressTypeToMci ON inputs(address, type, to_main_chain_index)",
+            ),
+            _delete_all("known_bad_joints"),
+        ),
+    ),
+    Step(
+        version=5,
+        items=(
+            _create_table(
+                "push_registrations",
+                "CREATE TABLE IF NOT EXISTS push_registrations (registrationId TEXT, device_address TEXT NOT NULL, "
+                "PRIMARY KEY (device_address))",
+            ),
+        ),
+    ),
+    Step(
+        version=6,
+        items=(
+            _create_table(
+                "chat_messages",
+                """CREATE TABLE IF NOT EXISTS chat_messages (
+    id INTEGER PRIMARY KEY,
+    correspondent_address CHAR(33) NOT NULL,
+    message LONGTEXT NOT NULL,
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    is_incoming INTEGER(1) NOT NULL,
+    type CHAR(15) NOT NULL DEFAULT 'text',
+    FOREIGN KEY (correspondent_address) REFERENCES correspondent_devices(device_address)
+)""",
+            ),
+            _create_index(
+                "chatMessagesIndexByDeviceAddress",
+                "CREATE INDEX IF NOT EXISTS chatMessagesIndexByDeviceAddress ON chat_messages(correspondent_address, id)",
+            ),
+            _add_column(
+                "correspondent_devices", "my_record_pref",
+                "ALTER TABLE correspondent_devices ADD COLUMN my_record_pref INTEGER DEFAULT 1",
+            ),
+            _add_column(
+                "correspondent_devices", "peer_record_pref",
+                "ALTER TABLE correspondent_devices ADD COLUMN peer_record_pref INTEGER DEFAULT 1",
+            ),
+            _delete_all("known_bad_joints"),
+        ),
+    ),
+    Step(
+        version=8,
+        items=(
+            _create_index("bySequence", "CREATE INDEX IF NOT EXISTS bySequence ON units(sequence)"),
+            _delete_all("known_bad_joints"),
+        ),
+    ),
+    Step(
+        version=9,
+        items=(
+            _create_table(
+                "watched_light_units",
+                "CREATE TABLE IF NOT EXISTS watched_light_units (peer VARCHAR(100) NOT NULL, unit CHAR(44) NOT NULL, "
+                "creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (peer, unit))",
+            ),
+            _create_index("wlabyUnit", "CREATE INDEX IF NOT EXISTS wlabyUnit ON watched_light_units(unit)"),
+        ),
+    ),
+    Step(
+        version=10,
+        items=(
+            # Rebuild chat_messages with AUTOINCREMENT and ON DELETE CASCADE (ocore: own transaction).
+            AtomicBlock(
+                statements=(
+                    Statement(sql="ALTER TABLE chat_messages RENAME TO chat_messages_old"),
+                    Statement(
+                        sql="""CREATE TABLE IF NOT EXISTS chat_messages (
+    id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+    correspondent_address CHAR(33) NOT NULL,
+    message LONGTEXT NOT NULL,
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    is_incoming INTEGER(1) NOT NULL,
+    type CHAR(15) NOT NULL DEFAULT 'text',
+    FOREIGN KEY (correspondent_address) REFERENCES correspondent_devices(device_address) ON DELETE CASCADE
+)"""
+                    ),
+                    Statement(sql="INSERT INTO chat_messages SELECT * FROM chat_messages_old"),
+                    Statement(sql="DROP TABLE chat_messages_old"),
+                    Statement(sql="CREATE INDEX chatMessagesIndexByDeviceAddress ON chat_messages(correspondent_address, id);"),
+                ),
+                already_present=Probe(
+                    sql=(
+                        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='chat_messages' "
+                        "AND sql LIKE '%AUTOINCREMENT%' "
+                        "AND EXISTS (SELECT 1 FROM pragma_foreign_key_list('chat_messages') "
+                        "WHERE \"table\"='correspondent_devices' AND on_delete='CASCADE') "
+                        "AND EXISTS (SELECT 1 FROM sqlite_master WHERE type='index' "
+                        "AND name='chatMessagesIndexByDeviceAddress' AND tbl_name='chat_messages') "
+                        "AND NOT EXISTS (SELECT 1 FROM sqlite_master WHERE name='chat_messages_old')"
+                    ),
+                    reason="chat_messages already has AUTOINCREMENT, the ON DELETE CASCADE key and its index",
+                ),
+            ),
+            _delete_all("known_bad_joints"),
+            _delete_all("unhandled_joints"),
+            _delete_all("dependencies"),
+            _delete_all("hash_tree_balls"),
+            _delete_all("catchup_chain_balls"),
+        ),
+    ),
+    Step(
+        version=11,
+        items=(
+            _create_table(
+                "bots",
+                """CREATE TABLE IF NOT EXISTS bots (
+    id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+    rank INTEGER NOT NULL DEFAULT 0,
+    name VARCHAR(100) NOT NULL UNIQUE,
+    pairing_code VARCHAR(200) NOT NULL,
+    description LONGTEXT NOT NULL
+);""",
+            ),
+        ),
+    ),
+    Step(version=12, items=(_delete_all("known_bad_joints"),)),
+    Step(
+        version=13,
+        items=(
+            _add_column("unit_authors", "_mci", "ALTER TABLE unit_authors ADD COLUMN _mci INT NULL"),
+            _user_version(13),
+        ),
+    ),
+    Step(
+        version=14,
+        items=(
+            Statement(
+                sql="UPDATE unit_authors SET _mci=(SELECT main_chain_index FROM units WHERE units.unit=unit_authors.unit)",
+                already_present=Probe(
+                    sql=(
+                        "SELECT 1 FROM unit_authors WHERE _mci IS NOT "
+                        "(SELECT main_chain_index FROM units WHERE units.unit=unit_authors.unit) LIMIT 1"
+                    ),
+                    present_when="no_rows",
+                    reason="every unit_authors._mci already equals its unit's main_chain_index",
+                ),
+            ),
+            _create_index(
+                "unitAuthorsIndexByAddressMci",
+                "CREATE INDEX IF NOT EXISTS unitAuthorsIndexByAddressMci ON unit_authors(address, _mci)",
+            ),
+        ),
+    ),
+    Step(
+        version=15,
+        items=(
+            _create_table(
+                "asset_metadata",
+                """CREATE TABLE IF NOT EXISTS asset_metadata (
+    asset CHAR(44) NOT NULL PRIMARY KEY,
+    metadata_unit CHAR(44) NOT NULL,
+    registry_address CHAR(32) NULL,
+    suffix VARCHAR(20) NULL,
+    name VARCHAR(20) NULL,
+    decimals TINYINT NULL,
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    UNIQUE (name, registry_address),
+    FOREIGN KEY (asset) REFERENCES assets(unit),
+    FOREIGN KEY (metadata_unit) REFERENCES units(unit)
+)""",
+            ),
+        ),
+    ),
+    Step(
+        version=16,
+        items=(
+            _create_table(
+                "sent_mnemonics",
+                """CREATE TABLE IF NOT EXISTS sent_mnemonics (
+    unit CHAR(44) NOT NULL,
+    address CHAR(32) NOT NULL,
+    mnemonic VARCHAR(107) NOT NULL,
+    textAddress VARCHAR(120) NOT NULL,
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    FOREIGN KEY (unit) REFERENCES units(unit)
+)""",
+            ),
+            _create_index("sentByAddress", "CREATE INDEX IF NOT EXISTS sentByAddress ON sent_mnemonics(address)"),
+            _create_index("sentByUnit", "CREATE INDEX IF NOT EXISTS sentByUnit ON sent_mnemonics(unit)"),
+            _delete_all("known_bad_joints"),
+        ),
+    ),
+    Step(
+        version=17,
+        items=(
+            _create_table(
+                "private_profiles",
+                """CREATE TABLE IF NOT EXISTS private_profiles (
+    private_profile_id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+    unit CHAR(44) NOT NULL,
+    payload_hash CHAR(44) NOT NULL,
+    attestor_address CHAR(32) NOT NULL,
+    address CHAR(32) NOT NULL,
+    src_profile TEXT NOT NULL,
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    FOREIGN KEY (unit) REFERENCES units(unit)
+)""",
+            ),
+            _create_table(
+                "private_profile_fields",
+                """CREATE TABLE IF NOT EXISTS private_profile_fields (
+    private_profile_id INTEGER NOT NULL ,
+    `field` VARCHAR(50) NOT NULL,
+    `value` VARCHAR(50) NOT NULL,
+    blinding CHAR(16) NOT NULL,
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    UNIQUE (private_profile_id, `field`),
+    FOREIGN KEY (private_profile_id) REFERENCES private_profiles(private_profile_id)
+)""",
+            ),
+            _create_index("ppfByField", "CREATE INDEX IF NOT EXISTS ppfByField ON private_profile_fields(`field`)"),
+        ),
+    ),
+    Step(
+        version=18,
+        history=(
+            "attested_fields first (9cca91b, 2018-03-19) had the attestor_address -> addresses key for light "
+            "nodes too; since 0a23b8b (2018-03-20) light nodes create it without that key."
+        ),
+        items=(
+            _create_table(
+                "attested_fields",
+                "CREATE TABLE IF NOT EXISTS attested_fields (" + _ATTESTED_FIELDS_COLUMNS + """
+    CONSTRAINT attestationsByAttestorAddress FOREIGN KEY (attestor_address) REFERENCES addresses(address),
+    FOREIGN KEY (unit) REFERENCES units(unit)
+)""",
+                only_for="full",
+            ),
+            _create_table(
+                "attested_fields",
+                "CREATE TABLE IF NOT EXISTS attested_fields (" + _ATTESTED_FIELDS_COLUMNS + """
+    FOREIGN KEY (unit) REFERENCES units(unit)
+)""",
+                only_for="light",
+            ),
+            _create_index(
+                "attestedFieldsByAttestorFieldValue",
+                "CREATE INDEX IF NOT EXISTS attestedFieldsByAttestorFieldValue ON attested_fields(attestor_address, `field`, `value`)",
+            ),
+            _create_index(
+                "attestedFieldsByAddressField",
+                "CREATE INDEX IF NOT EXISTS attestedFieldsByAddressField ON attested_fields(address, `field`)",
+            ),
+            _create_table(
+                "original_addresses",
+                """CREATE TABLE IF NOT EXISTS original_addresses (
+    unit CHAR(44) NOT NULL,
+    address CHAR(32) NOT NULL,
+    original_address VARCHAR(100) NOT NULL,
+    PRIMARY KEY (unit, address),
+    FOREIGN KEY (unit) REFERENCES units(unit)
+)""",
+            ),
+            DataOperation(
+                name="backfill_attested_fields",
+                description=(
+                    "for every attestation message: each profile field (name <= 50 UTF-16 units) whose value is a "
+                    "string of <= 100 UTF-16 units -> INSERT OR IGNORE INTO attested_fields"
+                ),
+            ),
+        ),
+    ),
+    Step(
+        version=19,
+        items=(_create_index("outputsIsSerial", "CREATE INDEX IF NOT EXISTS outputsIsSerial ON outputs(is_serial)"),),
+    ),
+    Step(version=20, items=(_delete_all("known_bad_joints"),)),
+    Step(
+        version=21,
+        items=(
+            _add_column(
+                "push_registrations", "platform",
+                "ALTER TABLE push_registrations ADD COLUMN platform TEXT NOT NULL DEFAULT 'android'",
+            ),
+        ),
+    ),
+    Step(
+        version=22,
+        items=(
+            _create_index(
+                "sharedAddressSigningPathsByDeviceAddress",
+                "CREATE INDEX IF NOT EXISTS sharedAddressSigningPathsByDeviceAddress ON shared_address_signing_paths(device_address);",
+            ),
+        ),
+    ),
+    Step(
+        version=23,
+        history=(
+            "from fff06b5 (2019-02-21) to 8d30009 (2019-03-14) prosaic_contracts also had "
+            "FOREIGN KEY (peer_device_address) REFERENCES correspondent_devices(device_address); "
+            "nodes built from master in that window keep it."
+        ),
+        items=(
+            _create_table(
+                "peer_addresses",
+                """CREATE TABLE IF NOT EXISTS peer_addresses (
+    address CHAR(32) NOT NULL,
+    signing_paths VARCHAR(255) NULL,
+    device_address CHAR(33) NOT NULL,
+    definition TEXT NULL,
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (address),
+    FOREIGN KEY (device_address) REFERENCES correspondent_devices(device_address)
+)""",
+            ),
+            _create_table(
+                "prosaic_contracts",
+                """CREATE TABLE IF NOT EXISTS prosaic_contracts (
+    hash CHAR(44) NOT NULL PRIMARY KEY,
+    peer_address CHAR(32) NOT NULL,
+    peer_device_address CHAR(33) NOT NULL,
+    my_address  CHAR(32) NOT NULL,
+    is_incoming TINYINT NOT NULL,
+    creation_date TIMESTAMP NOT NULL,
+    ttl INT NOT NULL DEFAULT 168, -- 168 hours = 24 * 7 = 1 week
+    status TEXT CHECK (status IN('pending', 'revoked', 'accepted', 'declined')) NOT NULL DEFAULT 'active',
+    title VARCHAR(1000) NOT NULL,
+    `text` TEXT NOT NULL,
+    shared_address CHAR(32),
+    unit CHAR(44),
+    cosigners VARCHAR(1500),
+    FOREIGN KEY (my_address) REFERENCES my_addresses(address)
+)""",
+            ),
+        ),
+    ),
+    Step(
+        version=24,
+        items=(
+            # Add attestor_address to asset_attestors' primary key (ocore: own transaction).
+            AtomicBlock(
+                statements=(
+                    Statement(
+                        sql="""CREATE TABLE asset_attestors_new (
+    unit CHAR(44) NOT NULL,
+    message_index TINYINT NOT NULL,
+    asset CHAR(44) NOT NULL, -- in the initial attestor list: same as unit
+    attestor_address CHAR(32) NOT NULL,
+    PRIMARY KEY (unit, message_index, attestor_address),
+    UNIQUE (asset, attestor_address, unit),
+    FOREIGN KEY (unit) REFERENCES units(unit),
+    CONSTRAINT assetAttestorsByAsset FOREIGN KEY (asset) REFERENCES assets(unit)
+)"""
+                    ),
+                    Statement(sql="INSERT INTO asset_attestors_new SELECT * FROM asset_attestors"),
+                    Statement(sql="DROP TABLE asset_attestors"),
+                    Statement(sql="ALTER TABLE asset_attestors_new RENAME TO asset_attestors"),
+                ),
+                already_present=Probe(
+                    sql=(
+                        "SELECT 1 FROM pragma_table_info('asset_attestors') WHERE name='attestor_address' AND pk>0 "
+                        "AND NOT EXISTS (SELECT 1 FROM sqlite_master WHERE name='asset_attestors_new')"
+                    ),
+                    reason="asset_attestors already has attestor_address in its primary key",
+                ),
+            ),
+        ),
+    ),
+    Step(
+        version=25,
+        items=(
+            _add_column(
+                "correspondent_devices", "is_blackhole",
+                "ALTER TABLE correspondent_devices ADD COLUMN is_blackhole TINYINT NOT NULL DEFAULT 0",
+            ),
+        ),
+    ),
+    Step(
+        version=26,
+        items=(
+            _add_column(
+                "correspondent_devices", "push_enabled",
+                "ALTER TABLE correspondent_devices ADD COLUMN push_enabled TINYINT NOT NULL DEFAULT 1",
+            ),
+            _create_table(
+                "correspondent_settings",
+                """CREATE TABLE IF NOT EXISTS correspondent_settings (
+    device_address CHAR(33) NOT NULL,
+    correspondent_address CHAR(33) NOT NULL,
+    push_enabled TINYINT NOT NULL,
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (device_address, correspondent_address)
+)""",
+            ),
+            _user_version(26),
+        ),
+    ),
+    Step(
+        version=27,
+        items=(
+            _create_index("unqPayloadHash", "CREATE UNIQUE INDEX IF NOT EXISTS unqPayloadHash ON private_profiles(payload_hash)"),
+        ),
+    ),
+    Step(
+        version=28,
+        items=(
+            _add_column("units", "timestamp", "ALTER TABLE units ADD COLUMN timestamp INT NOT NULL DEFAULT 0"),
+            _user_version(28),
+        ),
+    ),
+    Step(version=29, items=(_delete_all("known_bad_joints"),)),
+    Step(
+        version=30,
+        history=(
+            "step 30 first appeared in 372267e (2019-05-31) with the aa_address -> aa_addresses key for light nodes "
+            "too (removed for light in 8c7f012, 2019-06-26) and without the joints table (added in 1706c06, "
+            "2019-06-27); a node built from master in that window can sit at 30 with those differences."
+        ),
+        items=(
+            _create_table(
+                "joints",
+                """CREATE TABLE IF NOT EXISTS joints (
+    unit CHAR(44) NOT NULL PRIMARY KEY,
+    json TEXT NOT NULL,
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+)""",
+            ),
+            _create_table(
+                "aa_addresses",
+                """CREATE TABLE IF NOT EXISTS aa_addresses (
+    address CHAR(32) NOT NULL PRIMARY KEY,
+    unit CHAR(44) NOT NULL, -- where it is first defined.  No index for better speed
+    mci INT NOT NULL, -- it is available since this mci (mci of the above unit)
+    definition TEXT NOT NULL,
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+)""",
+            ),
+            _create_table(
+                "aa_triggers",
+                """CREATE TABLE IF NOT EXISTS aa_triggers (
+    mci INT NOT NULL,
+    unit CHAR(44) NOT NULL,
+    address CHAR(32) NOT NULL,
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (mci, unit, address),
+    FOREIGN KEY (address) REFERENCES aa_addresses(address)
+)""",
+            ),
+            _create_table(
+                "aa_balances",
+                """CREATE TABLE IF NOT EXISTS aa_balances (
+    address CHAR(32) NOT NULL,
+    asset CHAR(44) NOT NULL, -- 'base' for bytes (NULL would not work for uniqueness of primary key)
+    balance BIGINT NOT NULL,
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (address, asset),
+    FOREIGN KEY (address) REFERENCES aa_addresses(address)
+--  FOREIGN KEY (asset) REFERENCES assets(unit)
+)""",
+            ),
+            _create_table(
+                "aa_responses",
+                "CREATE TABLE IF NOT EXISTS aa_responses (" + _AA_RESPONSES_COLUMNS + """
+    FOREIGN KEY (aa_address) REFERENCES aa_addresses(address),
+    FOREIGN KEY (trigger_unit) REFERENCES units(unit)
+--  FOREIGN KEY (response_unit) REFERENCES units(unit)
+)""",
+                only_for="full",
+            ),
+            _create_table(
+                "aa_responses",
+                "CREATE TABLE IF NOT EXISTS aa_responses (" + _AA_RESPONSES_COLUMNS + """
+    FOREIGN KEY (trigger_unit) REFERENCES units(unit)
+--  FOREIGN KEY (response_unit) REFERENCES units(unit)
+)""",
+                only_for="light",
+            ),
+            _create_index(
+                "aaResponsesByTriggerAddress",
+                "CREATE INDEX IF NOT EXISTS aaResponsesByTriggerAddress ON aa_responses(trigger_address)",
+            ),
+            _create_index("aaResponsesByAAAddress", "CREATE INDEX IF NOT EXISTS aaResponsesByAAAddress ON aa_responses(aa_address)"),
+            _create_index("aaResponsesByMci", "CREATE INDEX IF NOT EXISTS aaResponsesByMci ON aa_responses(mci)"),
+            _user_version(30),
+        ),
+    ),
+)
+
+LAST_SQL_STEP = 30  # step 31 is the KV migration (engine/), not a schema step
+
+
+def steps_between(from_version: int, to_version: int) -> tuple[Step, ...]:
+    """The steps ocore runs to move a database from `from_version` to `to_version` (<= 30), in order."""
+    return tuple(s for s in STEPS if from_version < s.version <= to_version)
+
+
+# ---------------------------------------------------------------- data operations
+
+
+class DataOperationResult(BaseModel):
+    """What a data operation did: rows it considered writing, and rows it actually inserted."""
+
+    model_config = ConfigDict(frozen=True)
+
+    candidates: int
+    inserted: int
+
+
+def js_length(text: str) -> int:
+    """JavaScript `String.prototype.length`: UTF-16 code units, not code points."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _is_array_index(key: str) -> bool:
+    return key.isascii() and key.isdigit() and (key == "0" or not key.startswith("0")) and int(key) < 2**32 - 1
+
+
+def js_for_in_keys(obj: dict[str, object]) -> list[str]:
+    """The order JavaScript's `for..in` visits a `JSON.parse`d object's own keys: integer-like keys
+    ascending first, then the others in source order (Python keeps a duplicate key at its first position,
+    with the last value, exactly like JSON.parse)."""
+    keys = list(obj)
+    return sorted((k for k in keys if _is_array_index(k)), key=int) + [k for k in keys if not _is_array_index(k)]
+
+
+def attested_field_rows(payload: str, row_address: str, where: str) -> list[tuple[str, str]]:
+    """(field, value) pairs step 18 indexes for one attestation payload, in ocore's insertion order.
+
+    Raises SourceDataError when the payload is not a JSON object or names another address (ocore throws)."""
+    try:
+        attestation = json.loads(payload)
+    except (TypeError, ValueError) as e:
+        raise SourceDataError(f"{where}: attestation payload is not JSON ({e})", hint="repair or remove this unit") from e
+    if not isinstance(attestation, dict):
+        raise SourceDataError(f"{where}: attestation payload is not an object", hint="repair or remove this unit")
+    if attestation.get("address") != row_address:
+        raise SourceDataError(
+            f"{where}: attestation.address {attestation.get('address')!r} != attestations.address {row_address!r}",
+            hint="the attestations table disagrees with the message payload; repair the source database",
+        )
+    profile = attestation.get("profile")
+    if isinstance(profile, dict):
+        items = [(k, profile[k]) for k in js_for_in_keys(profile)]
+    elif isinstance(profile, list):  # for..in over an array visits its indexes as strings
+        items = [(str(i), v) for i, v in enumerate(profile)]
+    else:  # validation only admits objects; a non-object has no enumerable fields worth indexing
+        items = []
+    return [
+        (field, value)
+        for field, value in items
+        if js_length(field) <= MAX_PROFILE_FIELD_LENGTH
+        and isinstance(value, str)
+        and js_length(value) <= MAX_PROFILE_VALUE_LENGTH
+    ]
+
+
+def backfill_attested_fields(conn: apsw.Connection) -> DataOperationResult:
+    """Step 18 data part: index the profile fields of every existing attestation into attested_fields.
+
+    Reads `attestations CROSS JOIN messages USING(unit, message_index)` and runs INSERT OR IGNORE per field,
+    as ocore does (its query reads the database before any queued statement runs; no step before 18 touches
+    attestations or messages, so reading it here, after steps < 18, sees the same rows)."""
+    candidates = inserted = 0
+    rows = list(
+        conn.execute(
+            "SELECT unit, message_index, attestor_address, address, payload "
+            "FROM attestations CROSS JOIN messages USING(unit, message_index)"
+        )
+    )
+    for unit, message_index, attestor_address, address, payload in rows:
+        where = f"unit {unit} message {message_index}"
+        for field, value in attested_field_rows(payload, address, where):  # type: ignore[arg-type]
+            candidates += 1
+            conn.execute(
+                "INSERT OR IGNORE INTO attested_fields (unit, message_index, attestor_address, address, field, value) "
+                "VALUES (?,?,?,?,?,?)",
+                (unit, message_index, attestor_address, address, field, value),
+            )
+            inserted += conn.changes()
+    return DataOperationResult(candidates=candidates, inserted=inserted)
+
+
+DATA_OPERATIONS: Mapping[str, Callable[[apsw.Connection], DataOperationResult]] = MappingProxyType(
+    {"backfill_attested_fields": backfill_attested_fields}
+)
