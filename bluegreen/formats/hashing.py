@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 from collections.abc import Sequence
 from typing import Any
 
+from bluegreen.formats.jsvalues import utf8_like_node
 from bluegreen.formats.networks import Network
 from bluegreen.formats.source_string import SourceStringError, get_json_source_string, get_source_string
 
@@ -31,7 +31,6 @@ _NOT_IN_NAKED = frozenset(
     ("unit", "headers_commission", "payload_commission", "oversize_fee", "actual_tps_fee", "main_chain_index")
 )
 _NOT_IN_NAKED_MESSAGE = frozenset(("payload", "payload_uri"))
-_SURROGATES = re.compile(r"[\ud800-\udfff]")
 
 
 def js_truthy(v: Any) -> bool:
@@ -43,16 +42,6 @@ def js_truthy(v: Any) -> bool:
     if type(v) is int or type(v) is float:
         return v == v and v != 0
     return True
-
-
-def utf8_like_node(s: str) -> bytes:
-    """UTF-8 bytes of `s` as Node's `update(s, 'utf8')` makes them (lone surrogates become U+FFFD)."""
-    try:
-        return s.encode("utf-8")
-    except UnicodeEncodeError:
-        # pairs split into two code points are one character in JS; the rest are lone
-        joined = s.encode("utf-16-be", "surrogatepass").decode("utf-16-be", "surrogatepass")
-        return _SURROGATES.sub("\ufffd", joined).encode("utf-8")
 
 
 def get_base64_hash(obj: Any, json_based: bool = False) -> str:

@@ -28,6 +28,7 @@ __all__ = [
     "js_sorted_keys",
     "js_stringify",
     "utf16_key",
+    "utf8_like_node",
 ]
 
 JsValue = Any  # dict | list | str | int | float | bool | None, nested
@@ -234,6 +235,16 @@ def _fix_surrogates(m: re.Match[str]) -> str:
     if len(s) == 2:  # a well-formed pair split into two code points: JS writes the character
         return s.encode("utf-16-be", "surrogatepass").decode("utf-16-be")
     return "\\u%04x" % ord(s)
+
+
+def utf8_like_node(s: str) -> bytes:
+    """UTF-8 bytes of `s` as Node's `update(s, 'utf8')` makes them (lone surrogates become U+FFFD)."""
+    try:
+        return s.encode("utf-8")
+    except UnicodeEncodeError:
+        # pairs split into two code points are one character in JS; the rest are lone
+        joined = s.encode("utf-16-be", "surrogatepass").decode("utf-16-be", "surrogatepass")
+        return _SURROGATE.sub("\ufffd", joined).encode("utf-8")
 
 
 def js_quote(s: str) -> str:
