@@ -1,14 +1,14 @@
-"""Test-only crash injection: `killpoint(name)` SIGKILLs the process when `BLUEGREEN_KILL_AT` names it.
+"""Kill points of the lifecycle (test-only crash injection, see bluegreen/killpoints.py).
 
-A no-op unless the environment variable matches exactly, so production runs pay one dict lookup.
-Tests use it to prove every command is recoverable after a crash at that exact point."""
+`killpoint(name)` SIGKILLs the process when `BLUEGREEN_KILL_AT` names it (`name@N`: the N-th pass);
+otherwise it does nothing. One implementation for the whole project: this module re-exports it and
+lists the lifecycle's points."""
 
 from __future__ import annotations
 
-import os
-import signal
+from bluegreen.killpoints import killpoint
 
-ENV_VAR = "BLUEGREEN_KILL_AT"
+__all__ = ["killpoint", "POINTS"]
 
 # Every point the lifecycle passes, for documentation and for tests that iterate over them.
 POINTS: tuple[str, ...] = (
@@ -31,8 +31,3 @@ POINTS: tuple[str, ...] = (
     "abort.mid_remove",
 )
 
-
-def killpoint(name: str) -> None:
-    """SIGKILL this process if `BLUEGREEN_KILL_AT` equals `name` (test hook; otherwise nothing)."""
-    if os.environ.get(ENV_VAR) == name:
-        os.kill(os.getpid(), signal.SIGKILL)

@@ -18,6 +18,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import apsw
 from pydantic import BaseModel
@@ -105,8 +106,15 @@ def check_space(layout: Layout) -> SpaceEstimate:
 
 def open_source(db_path: Path, immutable: bool) -> apsw.Connection:
     """A read-only connection to blue's SQLite file (never creates files unless a -wal already exists)."""
-    uri = f"file:{db_path}?mode=ro" + ("&immutable=1" if immutable else "")
+    uri = f"file:{quote(str(db_path))}?mode=ro" + ("&immutable=1" if immutable else "")
     return apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+
+
+def open_readonly_quiet(db_path: Path) -> apsw.Connection:
+    """Read-only connection that leaves no -wal/-shm behind: immutable only when WAL mode and no -wal exists."""
+    header = fpmod.read_sqlite_header(db_path)
+    wal = Path(str(db_path) + "-wal")
+    return open_source(db_path, bool(header and header.wal_mode and not wal.exists()))
 
 
 def _backup(src: apsw.Connection, dst_path: Path, progress: Progress | None) -> int:
@@ -159,7 +167,7 @@ def backup_sqlite(db_path: Path, dst_path: Path, progress: Progress | None = Non
 
 def quick_check(db_path: Path) -> list[str]:
     """`PRAGMA quick_check` on a copy we own; [] when it says ok."""
-    conn = apsw.Connection(f"file:{db_path}?mode=ro", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    conn = open_readonly_quiet(db_path)
     try:
         rows = [r[0] for r in conn.execute("PRAGMA quick_check(20)")]
     finally:

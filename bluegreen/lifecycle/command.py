@@ -1,0 +1,629 @@
+"""The `upgrade` commands as plain functions (the CLI is a thin layer over these).
+
+Every command: resolves the layout, takes the staging lock, first finishes or undoes whatever an
+interrupted run left in flight (`_recover`), then does its own work, moving the state through the
+transition table. Re-running a command whose work is done is a no-op that says so. Blue (the data
+dir) is only ever read, except by the swap in promote/rollback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bluegreen.durable import atomic_write_json, fsync_dir, fsync_file
+from bluegreen.errors import (
+    BadInputError,
+    DriftError,
+    MigrationError,
+    PreflightError,
+    SourceDataError,
+    VerificationFailed,
+)
+from bluegreen.lifecycle import fingerprint as fpmod
+from bluegreen.lifecycle import greendiff, layout as layoutmod, noderunning, snapshot, swap as swapmod
+from bluegreen.lifecycle.killpoints import killpoint
+from bluegreen.lifecycle.layout import Layout
+from bluegreen.lifecycle.lock import StagingLock, is_locked, read_holder_pid
+from bluegreen.lifecycle.results import (
+    AbortResult,
+    PhaseTiming,
+    PromoteResult,
+    RollbackResult,
+    StageResult,
+    StatusResult,
+    VerifyResult,
+)
+from bluegreen.lifecycle.state import (
+    Phase,
+    Progress,
+    StagingState,
+    StateStore,
+    SwapRecord,
+    VerifyRecord,
+    utcnow,
+)
+from bluegreen.lifecycle.verify_models import VerifyCheck, VerifyReport
+
+ProgressFn = Callable[[str, int, int], None]
+PROGRESS_SAVE_SECONDS = 5.0
+KV_KEYS_FILE = "green-kv-keys-at-promote.txt"
+CHECK_BLUE_UNCHANGED = "blue_unchanged_since_stage"
+CHECK_NODE_COMPAT = "node_library_reads_green"
+
+# Phases in which green sits in the staging area, fully migrated.
+GREEN_STAGED = {Phase.MIGRATED, Phase.VERIFIED, Phase.ROLLED_BACK}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+@contextmanager
+def _locked(lay: Layout, create: bool) -> Iterator[StateStore]:
+    if create:
+        lay.staging_dir.mkdir(exist_ok=True)
+        fsync_dir(lay.staging_dir.parent)
+    with StagingLock(lay.lock_path):
+        yield StateStore(lay.staging_dir)
+
+
+def _new_state(lay: Layout, target_version: int, genesis_unit: str | None) -> StagingState:
+    return StagingState(data_dir=lay.data_dir, staging_dir=lay.staging_dir, db_name=lay.db_name, light=lay.light,
+                        target_version=target_version, genesis_unit=genesis_unit)
+
+
+def _version(dir_: Path, db_name: str) -> int | None:
+    h = fpmod.read_sqlite_header(dir_ / db_name)
+    return h.user_version if h else None
+
+
+def _du(path: Path) -> int:
+    total = 0
+    for dirpath, _d, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def _rmtree(path: Path) -> bool:
+    if path.exists():
+        shutil.rmtree(path)
+        return True
+    return False
+
+
+def _blue_drift(lay: Layout, state: StagingState) -> list[str]:
+    if state.blue_fingerprint is None:
+        return []
+    return fpmod.diff_db(state.blue_fingerprint, fpmod.take(lay.data_dir, lay.exclude))
+
+
+def _recover(lay: Layout, store: StateStore, state: StagingState | None) -> tuple[StagingState | None, list[str]]:
+    """Finish or undo whatever an interrupted command left in flight. Returns the state and what was done."""
+    notes: list[str] = []
+    outcome = swapmod.recover(lay.swap_journal)
+    if outcome is not None and state is not None:
+        if outcome.op == "promote":
+            if state.phase == Phase.PROMOTING:
+                to = Phase.PROMOTED if outcome.result == "completed" else Phase.VERIFIED
+                if to == Phase.PROMOTED:
+                    state.last_swap = SwapRecord(op="promote", mechanism=outcome.mechanism, at=utcnow(),
+                                                 recovered=True)
+                store.transition(state, to, f"recovered interrupted promote: swap {outcome.result}")
+        elif state.phase == Phase.ROLLING_BACK:
+            to = Phase.ROLLED_BACK if outcome.result == "completed" else Phase.PROMOTED
+            if to == Phase.ROLLED_BACK:
+                state.last_swap = SwapRecord(op="rollback", mechanism=outcome.mechanism, at=utcnow(), recovered=True)
+            store.transition(state, to, f"recovered interrupted rollback: swap {outcome.result}")
+        notes.append(f"interrupted {outcome.op} found: the {outcome.mechanism} swap was {outcome.result}")
+    if outcome is not None:
+        swapmod.finish(lay.swap_journal)
+    if state is None:
+        return None, notes
+    if state.phase == Phase.PROMOTING:  # killed before the swap journal was written: nothing moved
+        store.transition(state, Phase.VERIFIED, "recovered interrupted promote: nothing had moved")
+        notes.append("interrupted promote found before its swap started: undone")
+    elif state.phase == Phase.ROLLING_BACK:
+        store.transition(state, Phase.PROMOTED, "recovered interrupted rollback: nothing had moved")
+        notes.append("interrupted rollback found before its swap started: undone")
+    elif state.phase == Phase.SNAPSHOTTING:
+        _rmtree(lay.staging_dir / "green.partial")
+        _rmtree(lay.green_dir)
+        state.last_error = "the snapshot was interrupted; its partial copy was removed"
+        store.transition(state, Phase.FAILED, "recovered interrupted snapshot: partial copy removed")
+        notes.append("interrupted snapshot found: partial copy removed; `upgrade stage` starts it again")
+    elif state.phase == Phase.ABORTED:
+        _finish_abort(lay)
+        notes.append("interrupted abort found: finished removing the staging area")
+        return None, notes
+    if _rmtree(lay.staging_dir / "green.partial"):
+        notes.append("leftover green.partial removed")
+    return state, notes
+
+
+def _finish_abort(lay: Layout) -> list[str]:
+    removed = []
+    for sub in (lay.green_dir, lay.staging_dir / "green.partial", lay.work_dir, lay.reports_dir):
+        if _rmtree(sub):
+            removed.append(str(sub))
+        killpoint("abort.mid_remove")
+    for name in ("state.json", "state.json.tmp", "audit.log", "lock"):
+        p = lay.staging_dir / name
+        if p.exists():
+            p.unlink()
+            removed.append(str(p))
+    try:
+        lay.staging_dir.rmdir()
+        removed.append(str(lay.staging_dir))
+    except OSError:
+        pass  # someone put files there: leave them
+    fsync_dir(lay.staging_dir.parent)
+    return removed
+
+
+def _open(lay: Layout, create: bool = False) -> tuple[StateStore, StagingState | None, list[str]]:
+    store = StateStore(lay.staging_dir)
+    state, notes = _recover(lay, store, store.load())
+    return store, state, notes
+
+
+NEXT_STEP = {
+    Phase.NONE: "upgrade stage",
+    Phase.SNAPSHOTTING: "upgrade stage (restarts the interrupted snapshot)",
+    Phase.SNAPSHOTTED: "upgrade stage (runs the migration on the copy)",
+    Phase.MIGRATING: "upgrade stage (resumes the migration where its journal says)",
+    Phase.MIGRATED: "upgrade verify",
+    Phase.VERIFIED: "stop the node, then upgrade promote",
+    Phase.PROMOTING: "any upgrade command (finishes or undoes the interrupted promote)",
+    Phase.PROMOTED: "start the node on the upgraded data; if it misbehaves, stop it and run upgrade rollback",
+    Phase.ROLLING_BACK: "any upgrade command (finishes or undoes the interrupted rollback)",
+    Phase.ROLLED_BACK: "start the node on the old data; upgrade promote re-applies the staged upgrade",
+    Phase.ABORTED: "upgrade stage",
+    Phase.FAILED: "upgrade stage (starts again from a fresh snapshot)",
+}
+
+
+def _progress_saver(store: StateStore, state: StagingState, user: ProgressFn | None) -> ProgressFn:
+    started = utcnow()
+    last = [0.0]
+
+    def report(step: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        state.progress = Progress(step=step, done=done, total=total, started_at=started, updated_at=utcnow())
+        if now - last[0] >= PROGRESS_SAVE_SECONDS or done == total:
+            last[0] = now
+            store.save(state)
+        if user:
+            user(step, done, total)
+
+    return report
+
+
+# ---------------------------------------------------------------- stage
+
+
+def _preflight_stage(lay: Layout, target_version: int) -> tuple[int, list[str]]:
+    """Read-only checks before anything is written. Returns (blue version, warnings)."""
+    warnings: list[str] = []
+    version = _version(lay.data_dir, lay.db_name)
+    if version is None:
+        raise SourceDataError(f"{lay.data_dir / lay.db_name} is not a SQLite database", "check the data dir")
+    if version >= target_version:
+        raise PreflightError(
+            f"{lay.data_dir / lay.db_name} is already at version {version} (target {target_version}); "
+            "nothing to upgrade",
+            "no action needed",
+        )
+    usage = noderunning.detect(lay.data_dir, lay.exclude)
+    if usage.running:
+        kv = lay.data_dir / "rocksdb"
+        if kv.is_dir() and any(kv.iterdir()):
+            noderunning.ensure_stopped(lay.data_dir, lay.exclude)
+        warnings.append("the node is running; the SQLite copy is consistent, but anything it writes from now on "
+                        "is drift and promote will refuse it (stop the node before promote, re-stage if needed):\n"
+                        + usage.describe())
+    return version, warnings
+
+
+def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, target_version: int = 31,
+          genesis_unit: str | None = None, progress: ProgressFn | None = None) -> StageResult:
+    """Snapshot blue into the staging area and migrate the copy (resuming an interrupted run)."""
+    lay = layoutmod.resolve(data_dir, staging_dir)
+    existing = StateStore(lay.staging_dir).load() if lay.staging_dir.exists() else None
+    if existing is None:
+        # Read-only preflight before creating anything at all.
+        _preflight_stage(lay, target_version)
+        snapshot.check_space(lay)
+    with _locked(lay, create=True) as store:
+        state, notes = _recover(lay, store, store.load())
+        result = lambda **kw: StageResult(command="stage", data_dir=lay.data_dir,  # noqa: E731
+                                          staging_dir=lay.staging_dir, recovered=notes, **kw)
+        if state is not None and state.phase in (Phase.PROMOTED, Phase.PROMOTING, Phase.ROLLING_BACK):
+            raise PreflightError(f"the upgrade is already promoted (phase {state.phase.value})",
+                                 "upgrade rollback first if you want to stage again")
+        if state is not None and state.phase in GREEN_STAGED:
+            drift = _blue_drift(lay, state)
+            if not drift:
+                return result(noop=True, phase=state.phase, source_version=state.source_version,
+                              target_version=state.target_version, migration=state.migration_report,
+                              message=f"already staged (phase {state.phase.value}); nothing to do",
+                              next_step=NEXT_STEP[state.phase])
+            notes.append("blue changed since the last stage, so green is stale and is staged again:\n    "
+                         + "\n    ".join(drift[:20]))
+        if state is None:
+            state = _new_state(lay, target_version, genesis_unit)
+            store.save(state)
+            store.audit("created", f"staging area for {lay.data_dir}")
+        if genesis_unit:
+            state.genesis_unit = genesis_unit
+        snap = None
+        warnings: list[str] = []
+        if state.phase not in (Phase.SNAPSHOTTED, Phase.MIGRATING):
+            snap, warnings = _stage_snapshot(lay, store, state, target_version)
+        report = _stage_migrate(lay, store, state, progress)
+        after = _blue_drift(lay, state)
+        if after:
+            warnings.append("blue changed while staging (the node is running?); promote will refuse until "
+                            "you stop the node and stage again:\n    " + "\n    ".join(after[:20]))
+        return result(phase=state.phase, source_version=state.source_version, target_version=state.target_version,
+                      space=state.space, snapshot=snap, migration=report, warnings=warnings,
+                      message=f"staged: green at {lay.green_dir} migrated from version {state.source_version} "
+                              f"to {state.target_version}", next_step=NEXT_STEP[state.phase])
+
+
+def _stage_snapshot(lay: Layout, store: StateStore, state: StagingState,
+                    target_version: int) -> tuple[snapshot.SnapshotReport, list[str]]:
+    version, warnings = _preflight_stage(lay, target_version)
+    state.space = snapshot.check_space(lay)
+    state.source_version = version
+    state.target_version = target_version
+    state.blue_fingerprint = fpmod.take(lay.data_dir, lay.exclude)
+    state.green_fingerprint_verified = state.green_fingerprint_promoted = None
+    state.last_verify = None
+    state.migration_report = None
+    state.progress = None
+    state.last_error = None
+    # A fresh snapshot invalidates the engine journal, reports and any previous green.
+    for sub in (lay.work_dir, lay.reports_dir, lay.green_dir):
+        _rmtree(sub)
+    store.transition(state, Phase.SNAPSHOTTING, f"snapshot of {lay.data_dir} (version {version})")
+    try:
+        snap = snapshot.take_snapshot(lay)
+    except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise  # left SNAPSHOTTING: the next command discards the partial copy
+        _rmtree(lay.staging_dir / "green.partial")
+        state.last_error = str(exc)
+        store.transition(state, Phase.FAILED, f"snapshot failed: {getattr(exc, 'message', exc)}")
+        raise
+    problems = snapshot.quick_check(lay.green_dir / lay.db_name)
+    if problems:
+        state.last_error = "quick_check: " + "; ".join(problems[:5])
+        _rmtree(lay.green_dir)
+        store.transition(state, Phase.FAILED, "source fails PRAGMA quick_check")
+        raise SourceDataError(
+            f"the source database fails PRAGMA quick_check (checked on a page-for-page copy):\n    "
+            + "\n    ".join(problems[:20]),
+            "repair the node's database first (e.g. restore a backup); nothing was changed in the data dir",
+        )
+    killpoint("stage.after_snapshot")
+    lay.work_dir.mkdir(exist_ok=True)
+    store.transition(state, Phase.SNAPSHOTTED, f"copied {snap.files_copied} files, linked {snap.files_linked}")
+    return snap, warnings
+
+
+def _stage_migrate(lay: Layout, store: StateStore, state: StagingState,
+                   progress: ProgressFn | None) -> dict | None:
+    from bluegreen.engine.migrate import MigrationOptions, migrate_copy
+
+    killpoint("stage.before_migration")
+    lay.work_dir.mkdir(exist_ok=True)
+    resumed = state.phase == Phase.MIGRATING
+    store.transition(state, Phase.MIGRATING, "resuming migration" if resumed else "migrating the copy")
+    options = MigrationOptions(target_version=state.target_version, light=state.light,
+                               genesis_unit=state.genesis_unit)
+    try:
+        report = migrate_copy(lay.green_dir / lay.db_name, lay.green_dir / "rocksdb", lay.engine_journal, options,
+                              _progress_saver(store, state, progress))
+    except MigrationError as exc:
+        rep = getattr(exc, "report", None)
+        state.migration_report = rep.model_dump(mode="json") if rep is not None else None
+        state.last_error = exc.message
+        store.transition(state, Phase.FAILED, "migration failed: " + exc.message.splitlines()[0])
+        raise
+    killpoint("stage.after_migration")
+    state.migration_report = report.model_dump(mode="json")
+    store.transition(state, Phase.MIGRATED, f"migrated in {report.elapsed_seconds:.1f}s")
+    return state.migration_report
+
+
+# ---------------------------------------------------------------- verify
+
+
+def _probe_node(node_modules: Path, green_dir: Path) -> VerifyCheck:
+    try:
+        from bluegreen.nodecompat import probe as probemod  # type: ignore[attr-defined]
+    except ImportError as exc:
+        return VerifyCheck(name=CHECK_NODE_COMPAT, passed=False, failed=1, detail=f"probe unavailable: {exc}")
+    fn = getattr(probemod, "probe_kv", None) or getattr(probemod, "probe", None)
+    if fn is None:
+        return VerifyCheck(name=CHECK_NODE_COMPAT, passed=False, failed=1, detail="probe unavailable in this build")
+    out = fn(green_dir, node_modules)
+    if isinstance(out, VerifyCheck):
+        return out
+    ok = bool(getattr(out, "passed", getattr(out, "ok", out)))
+    return VerifyCheck(name=CHECK_NODE_COMPAT, passed=ok, checked=1, failed=0 if ok else 1, detail=str(out)[:500])
+
+
+def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sample: int | None = None,
+           node_modules: Path | None = None, genesis_unit: str | None = None,
+           progress: ProgressFn | None = None) -> VerifyResult:
+    """Check green against blue, add the blue-drift check, persist the report, move to VERIFIED or MIGRATED."""
+    from bluegreen.lifecycle.verify import verify_green
+
+    lay = layoutmod.resolve(data_dir, staging_dir)
+    if not lay.staging_dir.exists():
+        raise PreflightError("nothing is staged", "run `upgrade stage` first")
+    with _locked(lay, create=False) as store:
+        state, notes = _recover(lay, store, store.load())
+        if state is None or state.phase not in GREEN_STAGED:
+            phase = state.phase.value if state else "NONE"
+            if state is not None and state.phase == Phase.PROMOTED:
+                raise PreflightError("green is already promoted (it is the live data dir now)",
+                                     "nothing to verify; upgrade rollback returns to the old data")
+            raise PreflightError(f"green is not ready to verify (phase {phase})",
+                                 NEXT_STEP.get(state.phase if state else Phase.NONE, "upgrade stage"))
+        drift = _blue_drift(lay, state)
+        green_fp = fpmod.take(lay.green_dir)
+        lv = state.last_verify
+        if (lv is not None and lv.passed and not drift and state.green_fingerprint_verified is not None
+                and not fpmod.diff_db(state.green_fingerprint_verified, green_fp)
+                and (sample is not None or lv.sample is None)):
+            report = VerifyReport.model_validate_json(Path(lv.report_path).read_bytes())
+            return VerifyResult(command="verify", noop=True, passed=True, phase=state.phase, report=report,
+                                report_path=lv.report_path, data_dir=lay.data_dir, staging_dir=lay.staging_dir,
+                                recovered=notes, next_step=NEXT_STEP[state.phase],
+                                message=f"already verified at {lv.finished_at:%Y-%m-%d %H:%M:%S} UTC and nothing "
+                                        "changed since; nothing to do")
+        report = verify_green(lay.data_dir, lay.green_dir, target_version=state.target_version, sample=sample,
+                              genesis_unit=genesis_unit or state.genesis_unit, progress=progress)
+        checks = list(report.checks)
+        checks.append(VerifyCheck(
+            name=CHECK_BLUE_UNCHANGED, passed=not drift,
+            checked=len(state.blue_fingerprint.db_files) if state.blue_fingerprint else 0, failed=len(drift),
+            first_failures=drift,
+            detail="" if not drift else "blue changed since stage: run `upgrade stage` again (re-stage)"))
+        if node_modules is not None:
+            checks.append(_probe_node(node_modules, lay.green_dir))
+        report = report.model_copy(update={"checks": checks, "passed": all(c.passed for c in checks),
+                                           "finished_at": datetime.now(timezone.utc)})
+        lay.reports_dir.mkdir(exist_ok=True)
+        path = lay.reports_dir / f"verify-{report.finished_at:%Y%m%dT%H%M%S%f}.json"
+        atomic_write_json(path, report.model_dump(mode="json"))
+        # Fingerprint after the checks: verify itself may add files to green (rocksdict writes OPTIONS).
+        state.green_fingerprint_verified = fpmod.take(lay.green_dir)
+        state.last_verify = VerifyRecord(report_path=path, passed=report.passed, finished_at=report.finished_at,
+                                         sample=sample, failed_checks=[c.name for c in report.failed_checks()])
+        to = Phase.VERIFIED if report.passed else Phase.MIGRATED
+        store.transition(state, to, f"verify {'passed' if report.passed else 'FAILED'}: {path.name}")
+        failed = ", ".join(c.name for c in report.failed_checks())
+        return VerifyResult(
+            command="verify", ok=report.passed, passed=report.passed, phase=state.phase, report=report,
+            report_path=path, data_dir=lay.data_dir, staging_dir=lay.staging_dir, recovered=notes,
+            exit_code=0 if report.passed else VerificationFailed.exit_code,
+            message=("verify passed" if report.passed else f"verify FAILED: {failed}") + f"; report {path}",
+            next_step=NEXT_STEP[state.phase] if report.passed else (
+                "upgrade stage (blue changed: re-stage)" if drift else
+                "read the report; green is not promotable. Fix the cause, then upgrade abort + upgrade stage"))
+
+
+# ---------------------------------------------------------------- promote
+
+
+def _sync_other_files(lay: Layout, state: StagingState, blue_now: fpmod.Fingerprint) -> tuple[list[str], list[str]]:
+    """Copy blue's changed non-database files into green (a conf.json edit since stage survives)."""
+    assert state.blue_fingerprint is not None
+    changed, removed = fpmod.changed_other_files(state.blue_fingerprint, blue_now)
+    for rel in changed:
+        dst = lay.green_dir / rel
+        tmp = dst.with_name(dst.name + ".bluegreen-tmp")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(lay.data_dir / rel, tmp)
+        shutil.copystat(lay.data_dir / rel, tmp)
+        fsync_file(tmp)
+        os.replace(tmp, dst)
+        fsync_dir(dst.parent)
+    for rel in removed:
+        if (lay.green_dir / rel).exists():
+            (lay.green_dir / rel).unlink()
+            fsync_dir((lay.green_dir / rel).parent)
+    return changed, removed
+
+
+def promote(data_dir: Path | None = None, staging_dir: Path | None = None) -> PromoteResult:
+    """Swap green in as the live data dir (blue kept in the staging area for rollback)."""
+    lay = layoutmod.resolve(data_dir, staging_dir)
+    if not lay.staging_dir.exists():
+        raise PreflightError("nothing is staged", "run `upgrade stage` first")
+    with _locked(lay, create=False) as store:
+        state, notes = _recover(lay, store, store.load())
+        res = lambda **kw: PromoteResult(command="promote", data_dir=lay.data_dir,  # noqa: E731
+                                         staging_dir=lay.staging_dir, recovered=notes, **kw)
+        if state is not None and state.phase == Phase.PROMOTED:
+            return res(noop=True, phase=state.phase, mechanism=state.last_swap.mechanism if state.last_swap else None,
+                       message="already promoted; nothing to do", next_step=NEXT_STEP[state.phase])
+        if state is None or state.phase not in (Phase.VERIFIED, Phase.ROLLED_BACK, Phase.MIGRATED):
+            phase = state.phase if state else Phase.NONE
+            raise PreflightError(f"nothing promotable is staged (phase {phase.value})", NEXT_STEP[phase])
+        lv = state.last_verify
+        if lv is None:
+            raise PreflightError("green has not been verified", "run `upgrade verify`")
+        if not lv.passed:
+            raise VerificationFailed(f"the latest verify of green failed ({', '.join(lv.failed_checks)}); "
+                                     f"report {lv.report_path}", "green cannot be promoted; see the report")
+        green_now = fpmod.take(lay.green_dir)
+        changed = fpmod.diff_db(state.green_fingerprint_verified, green_now) if state.green_fingerprint_verified \
+            else ["no fingerprint recorded at verify"]
+        if changed:
+            raise DriftError("green changed after its last verify:\n    " + "\n    ".join(changed[:20]),
+                             "run `upgrade verify` again")
+        blue_now = fpmod.take(lay.data_dir, lay.exclude)
+        drift = fpmod.diff_db(state.blue_fingerprint, blue_now) if state.blue_fingerprint else []
+        if drift:
+            raise DriftError("blue (the live data dir) changed since stage, so green is stale:\n    "
+                             + "\n    ".join(drift[:20]),
+                             "stop the node and re-stage: `upgrade stage`, `upgrade verify`, then promote")
+        noderunning.ensure_stopped(lay.data_dir, lay.exclude)
+        copied, removed = _sync_other_files(lay, state, blue_now)
+        # Baseline for rollback: what green holds at the moment it goes live.
+        state.green_row_counts_promoted = greendiff.row_counts(lay.green_dir / lay.db_name)
+        state.green_kv_keys_promoted = greendiff.save_kv_keys(lay.green_dir / "rocksdb", lay.work_dir / "kv-probe",
+                                                              lay.work_dir / KV_KEYS_FILE)
+        state.green_fingerprint_promoted = fpmod.take(lay.green_dir)
+        store.transition(state, Phase.PROMOTING, f"swapping {lay.green_dir} into {lay.data_dir}")
+        killpoint("promote.before_swap")
+        outcome = swapmod.swap("promote", lay.data_dir, lay.green_dir, lay.previous_dir, lay.swap_journal,
+                               lay.exclude, lay.data_is_mountpoint)
+        killpoint("promote.after_swap")
+        state.last_swap = SwapRecord(op="promote", mechanism=outcome.mechanism, at=utcnow())
+        store.transition(state, Phase.PROMOTED, f"swap by {outcome.mechanism}")
+        swapmod.finish(lay.swap_journal)
+        return res(phase=state.phase, mechanism=outcome.mechanism, copied_files=copied, removed_files=removed,
+                   message=f"promoted: {lay.data_dir} now holds the version-{state.target_version} data "
+                           f"(swap by {outcome.mechanism}); the old data is kept in {lay.previous_dir}",
+                   next_step=NEXT_STEP[state.phase])
+
+
+# ---------------------------------------------------------------- rollback
+
+
+def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, force: bool = False) -> RollbackResult:
+    """Swap the old blue back in; refuses (unless `force`) when the node wrote to green since promote."""
+    lay = layoutmod.resolve(data_dir, staging_dir)
+    if not lay.staging_dir.exists():
+        raise PreflightError("nothing was promoted: there is no staging area", "no action needed")
+    with _locked(lay, create=False) as store:
+        state, notes = _recover(lay, store, store.load())
+        res = lambda **kw: RollbackResult(command="rollback", data_dir=lay.data_dir,  # noqa: E731
+                                          staging_dir=lay.staging_dir, recovered=notes, **kw)
+        if state is not None and state.phase == Phase.ROLLED_BACK:
+            return res(noop=True, phase=state.phase, mechanism=state.last_swap.mechanism if state.last_swap else None,
+                       message="already rolled back; nothing to do", next_step=NEXT_STEP[state.phase])
+        if state is None or state.phase != Phase.PROMOTED:
+            phase = state.phase if state else Phase.NONE
+            raise PreflightError(f"nothing to roll back (phase {phase.value}): the data dir still holds the old data",
+                                 NEXT_STEP[phase])
+        noderunning.ensure_stopped(lay.data_dir, lay.exclude)
+        changes = greendiff.compare(state.green_fingerprint_promoted or fpmod.Fingerprint(),
+                                    state.green_row_counts_promoted, lay.work_dir / KV_KEYS_FILE,
+                                    lay.data_dir, lay.db_name, lay.work_dir / "kv-probe")
+        if changes.changed and not force:
+            raise DriftError(
+                "the node wrote to the upgraded data since promote; a rollback would lose:\n" + changes.describe(),
+                "keep the upgraded data (start the node again), or run `upgrade rollback --force` to discard it",
+            )
+        store.transition(state, Phase.ROLLING_BACK,
+                         "forced rollback discarding changes:\n" + changes.describe() if changes.changed else "")
+        killpoint("rollback.before_swap")
+        outcome = swapmod.swap("rollback", lay.data_dir, lay.previous_dir, lay.green_dir, lay.swap_journal,
+                               lay.exclude, lay.data_is_mountpoint)
+        killpoint("rollback.after_swap")
+        state.last_swap = SwapRecord(op="rollback", mechanism=outcome.mechanism, at=utcnow())
+        store.transition(state, Phase.ROLLED_BACK, f"swap by {outcome.mechanism}")
+        swapmod.finish(lay.swap_journal)
+        warn = []
+        if changes.changed:
+            warn.append("changes made by the node after promote were discarded (they stay in the staged green):\n"
+                        + changes.describe())
+        return res(phase=state.phase, mechanism=outcome.mechanism, forced=force and changes.changed,
+                   green_changes=changes, warnings=warn,
+                   message=f"rolled back: {lay.data_dir} holds the old data again (swap by {outcome.mechanism}); "
+                           f"the upgraded data is kept in {lay.green_dir}", next_step=NEXT_STEP[state.phase])
+
+
+# ---------------------------------------------------------------- status / abort
+
+
+def _timings(state: StagingState) -> list[PhaseTiming]:
+    out: list[PhaseTiming] = []
+    hist = state.history
+    for i, h in enumerate(hist):
+        end = hist[i + 1].at if i + 1 < len(hist) else utcnow()
+        out.append(PhaseTiming(phase=h.to_phase, entered_at=h.at, seconds=(end - h.at).total_seconds()))
+    return out
+
+
+def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> StatusResult:
+    """Phase, versions, sizes, progress, timings, last verify, and what the next command would do."""
+    lay = layoutmod.resolve(data_dir, staging_dir, require_db=False)
+    base = dict(command="status", data_dir=lay.data_dir, staging_dir=lay.staging_dir)
+    node = noderunning.detect(lay.data_dir, lay.exclude)
+    dver = _version(lay.data_dir, lay.db_name)
+    if not (lay.staging_dir / "state.json").exists() and not (lay.staging_dir / "swap-journal.json").exists():
+        return StatusResult(**base, phase=Phase.NONE, data_dir_version=dver, node=node,
+                            sizes={"data_dir": _du(lay.data_dir)},
+                            message=f"nothing staged; the data dir is at version {dver}",
+                            next_step=NEXT_STEP[Phase.NONE])
+    notes: list[str] = []
+    locked_by = None
+    if is_locked(lay.lock_path):
+        locked_by = read_holder_pid(lay.lock_path)
+        state = StateStore(lay.staging_dir).load()
+    else:
+        with _locked(lay, create=False) as store:
+            state, notes = _recover(lay, store, store.load())
+    if state is None:
+        return StatusResult(**base, phase=Phase.NONE, data_dir_version=dver, node=node, recovered=notes,
+                            sizes={"data_dir": _du(lay.data_dir)}, message="nothing staged",
+                            next_step=NEXT_STEP[Phase.NONE])
+    sizes = {"data_dir": _du(lay.data_dir)}
+    for name, p in (("green", lay.green_dir), ("blue_previous", lay.previous_dir), ("staging_total", lay.staging_dir)):
+        if p.exists():
+            sizes[name] = _du(p)
+    green_ver = _version(lay.green_dir, lay.db_name) if lay.green_dir.exists() else None
+    drift = _blue_drift(lay, state) if state.phase in GREEN_STAGED | {Phase.SNAPSHOTTED, Phase.MIGRATING} else []
+    msg = f"phase {state.phase.value}"
+    if locked_by:
+        msg += f" (an upgrade command is running now, pid {locked_by})"
+    if state.last_swap:
+        msg += f"; last swap: {state.last_swap.op} by {state.last_swap.mechanism}"
+        if state.last_swap.recovered:
+            msg += " (finished by recovery)"
+    nxt = NEXT_STEP[state.phase]
+    if drift:
+        nxt = "blue changed since stage: upgrade stage (re-stage), then verify and promote"
+    elif state.phase in (Phase.MIGRATED,) and state.last_verify and not state.last_verify.passed:
+        nxt = "the last verify failed: read its report; then upgrade abort and upgrade stage"
+    return StatusResult(**base, phase=state.phase, staged=True, locked_by_pid=locked_by, recovered=notes,
+                        source_version=state.source_version, target_version=state.target_version,
+                        data_dir_version=dver, green_version=green_ver, sizes=sizes, progress=state.progress,
+                        timings=_timings(state), last_verify=state.last_verify, last_swap=state.last_swap,
+                        blue_drift=drift, node=node, last_error=state.last_error, message=msg, next_step=nxt)
+
+
+def abort(data_dir: Path | None = None, staging_dir: Path | None = None) -> AbortResult:
+    """Remove green and the staging area (before promote only; never touches blue)."""
+    lay = layoutmod.resolve(data_dir, staging_dir, require_db=False)
+    base = dict(command="abort", data_dir=lay.data_dir, staging_dir=lay.staging_dir)
+    if not lay.staging_dir.exists():
+        return AbortResult(**base, noop=True, phase=Phase.NONE, message="nothing to abort: no staging area",
+                           next_step=NEXT_STEP[Phase.NONE])
+    with _locked(lay, create=False) as store:
+        state, notes = _recover(lay, store, store.load())
+        if state is not None and state.phase == Phase.PROMOTED:
+            raise PreflightError("the upgrade is promoted: the data dir holds the upgraded data and the old data "
+                                 f"is in {lay.previous_dir}; abort would lose the way back",
+                                 "upgrade rollback first (then abort), or keep the upgrade")
+        if state is not None:
+            store.transition(state, Phase.ABORTED, "abort: removing green and the staging area")
+        removed = _finish_abort(lay)
+    return AbortResult(**base, phase=Phase.NONE, recovered=notes, removed=removed,
+                       message=f"aborted: removed {lay.staging_dir}; the data dir was not touched",
+                       next_step=NEXT_STEP[Phase.NONE])

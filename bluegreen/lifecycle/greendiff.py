@@ -1,0 +1,141 @@
+"""What the node wrote to green after promote: rows added per table and KV keys added.
+
+Rollback swaps the old blue back; anything the node wrote to green since promote would be lost,
+so promote records a baseline (row counts, every KV key) and rollback compares against it.
+The live RocksDB is never opened in place: rocksdict writes into any dir it opens, so we list keys
+from a scratch copy (immutable .sst hard-linked, everything else copied)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from rocksdict import AccessType, Options, Rdict
+
+from bluegreen.durable import fsync_dir, fsync_file
+from bluegreen.lifecycle import fingerprint as fpmod
+from bluegreen.lifecycle.snapshot import copy_tree_files, open_readonly_quiet
+
+FIRST_ITEMS = 20
+
+
+class GreenChanges(BaseModel):
+    """Differences between green now and green at promote."""
+
+    changed: bool
+    file_changes: list[str] = Field(default_factory=list)
+    rows_added: dict[str, int] = Field(default_factory=dict)
+    rows_removed: dict[str, int] = Field(default_factory=dict)
+    kv_keys_added: int = 0
+    kv_keys_removed: int = 0
+    kv_first_added: list[str] = Field(default_factory=list)
+
+    def describe(self) -> str:
+        """Operator text: what a rollback would lose."""
+        lines = []
+        for table, n in sorted(self.rows_added.items()):
+            lines.append(f"    {table}: {n} rows added")
+        for table, n in sorted(self.rows_removed.items()):
+            lines.append(f"    {table}: {n} rows removed")
+        if self.kv_keys_added or self.kv_keys_removed:
+            lines.append(f"    KV: {self.kv_keys_added} keys added, {self.kv_keys_removed} removed")
+            lines += [f"      + {k}" for k in self.kv_first_added]
+        if not lines:
+            lines += [f"    {c}" for c in self.file_changes[:FIRST_ITEMS]]
+        return "\n".join(lines)
+
+
+def row_counts(db_path: Path) -> dict[str, int]:
+    """COUNT(*) of every table (read-only, no side files)."""
+    conn = open_readonly_quiet(db_path)
+    try:
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        return {t: int(conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0]) for t in tables}
+    finally:
+        conn.close()
+
+
+def show_key(key: bytes) -> str:
+    """A KV key as text (ocore keys are UTF-8 with newline separators)."""
+    return key.decode("utf-8", "backslashreplace").replace("\n", "\\n")
+
+
+def iter_kv_keys(kv_dir: Path, scratch: Path) -> Iterator[bytes]:
+    """Every key of the RocksDB at `kv_dir`, sorted, read from a scratch copy (removed afterwards)."""
+    if not (kv_dir / "CURRENT").exists():
+        return
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    scratch.mkdir(parents=True)
+    rels = ["rocksdb/" + r for r in fpmod.walk_files(kv_dir) if r != "LOCK"]
+    copy_tree_files(kv_dir.parent, scratch, rels, link_sst=True)
+    db = Rdict(str(scratch / "rocksdb"), options=Options(raw_mode=True), access_type=AccessType.read_only())
+    try:
+        for key in db.keys():
+            yield bytes(key)
+    finally:
+        db.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def save_kv_keys(kv_dir: Path, scratch: Path, out: Path) -> int:
+    """Write every key (hex, one a line, sorted) to `out`; returns the count."""
+    n = 0
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "w") as f:
+        for key in iter_kv_keys(kv_dir, scratch):
+            f.write(key.hex() + "\n")
+            n += 1
+    fsync_file(tmp)
+    tmp.replace(out)
+    fsync_dir(out.parent)
+    return n
+
+
+def _read_keys(path: Path) -> Iterator[bytes]:
+    if not path.exists():
+        return
+    with open(path) as f:
+        for line in f:
+            yield bytes.fromhex(line.strip())
+
+
+def diff_kv(baseline: Path, kv_dir: Path, scratch: Path) -> tuple[int, int, list[str]]:
+    """(added, removed, first added keys) between the baseline key file and the KV now (sorted merge)."""
+    added = removed = 0
+    first: list[str] = []
+    old = _read_keys(baseline)
+    new = iter_kv_keys(kv_dir, scratch)
+    a, b = next(old, None), next(new, None)
+    while a is not None or b is not None:
+        if b is None or (a is not None and a < b):
+            removed += 1
+            a = next(old, None)
+        elif a is None or b < a:
+            added += 1
+            if len(first) < FIRST_ITEMS:
+                first.append(show_key(b))
+            b = next(new, None)
+        else:
+            a, b = next(old, None), next(new, None)
+    return added, removed, first
+
+
+def compare(baseline_fp: fpmod.Fingerprint, baseline_rows: dict[str, int], baseline_keys: Path,
+            data_dir: Path, db_name: str, scratch: Path) -> GreenChanges:
+    """Compare green (now at `data_dir`) with its promote-time baseline; cheap when nothing changed."""
+    now = fpmod.take(data_dir)
+    file_changes = fpmod.diff_db(baseline_fp, now)
+    if not file_changes:
+        return GreenChanges(changed=False)
+    rows = row_counts(data_dir / db_name)
+    added = {t: rows.get(t, 0) - baseline_rows.get(t, 0) for t in set(rows) | set(baseline_rows)
+             if rows.get(t, 0) > baseline_rows.get(t, 0)}
+    removed = {t: baseline_rows.get(t, 0) - rows.get(t, 0) for t in set(rows) | set(baseline_rows)
+               if rows.get(t, 0) < baseline_rows.get(t, 0)}
+    kv_added, kv_removed, first = diff_kv(baseline_keys, data_dir / "rocksdb", scratch)
+    return GreenChanges(changed=True, file_changes=file_changes, rows_added=added, rows_removed=removed,
+                        kv_keys_added=kv_added, kv_keys_removed=kv_removed, kv_first_added=first)

@@ -1,0 +1,109 @@
+"""What every `upgrade` command returns (and prints with --json): pydantic models, JSON Schemas in schemas/."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from bluegreen.lifecycle.greendiff import GreenChanges
+from bluegreen.lifecycle.noderunning import NodeUsage
+from bluegreen.lifecycle.snapshot import SnapshotReport
+from bluegreen.lifecycle.state import Phase, Progress, SpaceEstimate, SwapRecord, VerifyRecord
+from bluegreen.lifecycle.verify_models import VerifyReport
+
+
+class CommandResult(BaseModel):
+    """Fields common to every command's result."""
+
+    command: str
+    ok: bool = True
+    noop: bool = False  # true when the command found its work already done
+    exit_code: int = 0
+    message: str
+    phase: Phase
+    next_step: str = ""
+    data_dir: Path
+    staging_dir: Path
+    recovered: list[str] = Field(default_factory=list)  # what was finished/undone from an interrupted run
+    warnings: list[str] = Field(default_factory=list)
+
+
+class StageResult(CommandResult):
+    """`upgrade stage`."""
+
+    source_version: int | None = None
+    target_version: int = 31
+    space: SpaceEstimate | None = None
+    snapshot: SnapshotReport | None = None
+    migration: dict[str, Any] | None = None
+
+
+class VerifyResult(CommandResult):
+    """`upgrade verify`."""
+
+    passed: bool = False
+    report_path: Path | None = None
+    report: VerifyReport | None = None
+
+
+class PromoteResult(CommandResult):
+    """`upgrade promote`."""
+
+    mechanism: str | None = None
+    copied_files: list[str] = Field(default_factory=list)
+    removed_files: list[str] = Field(default_factory=list)
+
+
+class RollbackResult(CommandResult):
+    """`upgrade rollback`."""
+
+    mechanism: str | None = None
+    forced: bool = False
+    green_changes: GreenChanges | None = None
+
+
+class PhaseTiming(BaseModel):
+    """When a phase was entered and how long it lasted (until the next change, or until now)."""
+
+    phase: Phase
+    entered_at: datetime
+    seconds: float
+
+
+class StatusResult(CommandResult):
+    """`upgrade status`."""
+
+    staged: bool = False
+    locked_by_pid: int | None = None
+    source_version: int | None = None
+    target_version: int = 31
+    data_dir_version: int | None = None
+    green_version: int | None = None
+    sizes: dict[str, int] = Field(default_factory=dict)
+    progress: Progress | None = None
+    timings: list[PhaseTiming] = Field(default_factory=list)
+    last_verify: VerifyRecord | None = None
+    last_swap: SwapRecord | None = None
+    blue_drift: list[str] = Field(default_factory=list)
+    node: NodeUsage | None = None
+    last_error: str | None = None
+
+
+class AbortResult(CommandResult):
+    """`upgrade abort`."""
+
+    removed: list[str] = Field(default_factory=list)
+
+
+class ErrorResult(BaseModel):
+    """What --json prints when a command fails."""
+
+    ok: bool = False
+    command: str
+    error: str  # our error type, e.g. NodeRunningError
+    message: str
+    hint: str | None = None
+    exit_code: int
