@@ -11,8 +11,13 @@ from pathlib import Path
 from rocksdict import BlockBasedOptions, ChecksumType, DBCompressionType, Options, Rdict
 
 # RocksDB 9.8.4 writes table format_version 6 by default; 6.17.3 knows up to 5
-# ("Corruption: Unknown Footer version"). 5 is the newest format both read.
-TABLE_FORMAT_VERSION = 5
+# ("Corruption: Unknown Footer version"). 2..5 all read back (measured); 4 is what the node's own
+# RocksDB 6.17.3 writes itself, so its readers see exactly the format they produce.
+TABLE_FORMAT_VERSION = 4
+
+# The node's binding builds a 10 bits/key full bloom filter; ours lets its point lookups
+# (`j\n<unit>` for units it does not have yet) skip our files the same way.
+BLOOM_BITS_PER_KEY = 10
 
 # rocksdict files that are ours, not RocksDB's; the node ignores them (RocksDB skips unknown names).
 ROCKSDICT_CONFIG_FILE = "rocksdict-config.json"
@@ -25,6 +30,7 @@ def node_compatible_table_options() -> BlockBasedOptions:
     # 9.x defaults to xxh3 checksums, which 6.17.3 rejects ("unknown checksum type 4"); crc32c is the
     # checksum every RocksDB version reads, and the one level-rocksdb itself writes.
     table.set_checksum_type(ChecksumType.crc32c())
+    table.set_bloom_filter(BLOOM_BITS_PER_KEY, False)
     return table
 
 
@@ -45,17 +51,18 @@ def node_compatible_options(*, create_if_missing: bool = True) -> Options:
 def open_node_compatible(path: Path) -> Rdict:
     """Open (or create) a KV dir for writing with `node_compatible_options`.
 
-    Every read-write open of a KV dir the node will read must use these options: a read-write open with
-    rocksdict defaults may compact existing files into table format 6, which the node cannot read."""
+    Create every KV dir the node will read through here: a dir created with rocksdict defaults gets table
+    format 6 / xxh3 files the node cannot read. (Re-opening an existing dir, rocksdict takes the table
+    options from the dir's latest OPTIONS file, measured, so they stay node-compatible.)"""
     return Rdict(str(path), node_compatible_options())
 
 
 def finish_for_node(db: Rdict) -> None:
     """Leave a KV dir in the state the node reads best: memtables flushed to SST files, then closed.
 
-    After the flush the data no longer depends on the write-ahead log: the node's RocksDB reads
-    RocksDB 9.8.4 WAL files too (measured), but an SST written with our table options is the format
-    we have checked most, and the reopen by the node then has nothing to replay."""
+    After the flush the data no longer depends on the write-ahead log. The node's RocksDB also replays
+    a 9.8.4 WAL (measured), but then its first open must rewrite everything into new files; flushed,
+    the node opens the dir with nothing to replay."""
     db.flush(True)
     db.flush_wal(True)
     db.close()
