@@ -20,7 +20,7 @@ from bluegreen.generator.writer import SqlWriter
 
 BASE_TIMESTAMP = 1_500_000_000  # 2017-07-14: every generated date is derived from it, for determinism
 SECONDS_PER_UNIT = 17
-STABILITY_LAG = 5
+STABILITY_LAG = 8
 SPECIALS = [
     "data", "text", "profile", "attestation", "poll", "vote", "asset0", "asset1", "asset2", "asset_attestors",
     "issue", "asset_pay", "definition_template", "adc", "private", "uri", "witnesses_list", "final_bad", "hc",
@@ -75,6 +75,7 @@ class Generator:
         self.network = network
         self.rng = random.Random(seed)
         self.b = ContentBuilder(self.rng, network)
+        self.b.multi_attestors = writer.multi_attestors
         self.dag = Dag(STABILITY_LAG, self._on_stable)
         self.pending: dict[int, Pending] = {}
         self.on_unit = on_unit
@@ -87,6 +88,7 @@ class Generator:
         self.locked: dict[str, int] = {}  # address -> node idx of its unstable definition change
         self.special_i = 0
         self.last_parents: list[int] = []
+        self.prev_parents: list[int] = []
         self.genesis = ""
         # the first units of a schema >= 28 database are of the first version; timestamps came with 2.0
         self.v2_from = self.n_units * 3 // 10 if schema_version >= 28 else self.n_units + 1
@@ -159,15 +161,20 @@ class Generator:
 
     def _choose_parents(self, force_sibling: bool = False) -> list[int]:
         dag, rng = self.dag, self.rng
-        if self.last_parents and (force_sibling or rng.random() < 0.3):
+        if force_sibling and self.prev_parents:
+            return self.prev_parents
+        if self.last_parents and rng.random() < 0.3:
             return self.last_parents  # arrived at the same time as the previous unit: same parents, a sibling
         best = dag.best_free()
-        others = [f for f in dag.free if f != best]
-        if others and rng.random() < 0.12:
-            return [rng.choice(others)]  # a short side branch
-        picked = [best]
-        rng.shuffle(others)
-        picked += others[: rng.randrange(0, 3)]
+        nodes = dag.nodes
+        top = nodes[best].level
+        # free units left behind are picked up at once, so no branch can reach back to the stable point
+        stale = [f for f in dag.free if f != best and nodes[f].level < top - 1]
+        recent = [f for f in dag.free if f != best and nodes[f].level >= top - 1]
+        if recent and not stale and rng.random() < 0.12:
+            return [rng.choice(recent)]  # a short side branch
+        rng.shuffle(recent)
+        picked = [best, *stale[:14], *recent[: rng.randrange(0, 3)]]
         return dag.sort_parents(picked)
 
     def _recipients(self, k: int) -> list[str]:
@@ -347,7 +354,7 @@ class Generator:
         denom = 1
         if kind == "asset_attestors":
             unit["messages"].append(b.simple_message("asset_attestors", {
-                "asset": asset["unit"], "attestors": sorted([b.attestor.address, b.users[4].address, b.users[5].address])}, v2))
+                "asset": asset["unit"], "attestors": b.attestor_list([b.attestor.address, b.users[4].address, b.users[5].address])}, v2))
         else:
             if kind == "issue":
                 amount = 10**12 if asset["variant"] == 0 else 10**6
@@ -488,7 +495,8 @@ class Generator:
             if built is None:
                 raise RuntimeError(f"no author with stable funds at unit {i}")
             parents = self._choose_parents(force_sibling=i == n - 1)  # the last two are siblings: one tip has no mci
-            self.last_parents = parents
+            self.last_parents = [] if parents is self.last_parents else parents
+            self.prev_parents = parents
             self._finish_unit(i, built, parents)
         self._finalize()
         return self.stats

@@ -142,6 +142,7 @@ class ContentBuilder:
         self.polls: list[tuple[str, list[str]]] = []
         self.hc_claimed: dict[str, int] = {}  # address -> last mci claimed by witnessing/hc inputs
         self.feed_counter = 0
+        self.multi_attestors = True  # False for schemas whose asset_attestors allow one row per message
 
     # ----- pools
     def add_utxo(self, u: Utxo) -> None:
@@ -266,6 +267,11 @@ class ContentBuilder:
                                       {"denomination": 100}]}
         return {"cap": 5 * 10**9, "is_private": False, "is_transferrable": False, "auto_destroy": True,
                 "fixed_denominations": False, "issued_by_definer_only": False, "cosigned_by_definer": True,
-                "spender_attested": True, "attestors": sorted([self.attestor.address, self.users[3].address]),
+                "spender_attested": True, "attestors": self.attestor_list([self.attestor.address, self.users[3].address]),
                 "issue_condition": ["in data feed", [[self.oracle.address], "BTC_USD", ">", 1000]],
                 "transfer_condition": ["has", {"what": "output", "asset": "base"}]}
+
+    def attestor_list(self, addresses: list[str]) -> list[str]:
+        """Sorted attestors; only the first one where the schema keeps one attestor per message."""
+        out = sorted(addresses)
+        return out if self.multi_attestors else out[:1]

@@ -91,6 +91,9 @@ class SqlWriter:
             verb = "INSERT OR IGNORE" if table in OR_IGNORE else "INSERT"
             self.sql[table] = f"{verb} INTO {table} ({names}) VALUES ({', '.join('?' * len(idx))})"
             self.keep[table] = idx
+        # before a later schema fix, asset_attestors' key was (unit, message_index): one attestor per message
+        pk = [r[1] for r in conn.execute("PRAGMA table_info(asset_attestors)") if r[5]]
+        self.multi_attestors = "attestor_address" in pk
         self.buf: dict[str, list[tuple[Any, ...]]] = {t: [] for t in self.sql}
         self.pending = 0
         self.counts: dict[str, int] = {t: 0 for t in self.sql}
