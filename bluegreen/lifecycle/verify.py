@@ -11,6 +11,7 @@ checks stream both sides in bytewise key order, so memory stays flat for million
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,6 +23,12 @@ import apsw
 from rocksdict import AccessType, Options, Rdict
 
 from bluegreen.errors import BadInputError
+from bluegreen.formats.feeds import data_feed_entries
+from bluegreen.formats.hashing import get_ball_hash, get_unit_hash
+from bluegreen.formats.jsvalues import js_parse
+from bluegreen.formats.networks import Network, detect_network
+from bluegreen.schema import reference
+from bluegreen.schema.steps import LAST_SQL_STEP, AtomicBlock, Statement, steps_between
 from bluegreen.lifecycle.verify_models import MAX_FIRST_FAILURES, VerifyCheck, VerifyReport
 
 Progress = Callable[[str, int, int], None]
@@ -47,18 +54,6 @@ PROGRESS_EVERY = 10_000
 UNIT_PREFIX = b"j\n"
 DF_PREFIX = b"df\n"
 DFV_PREFIX = b"dfv\n"
-
-# Fallback when bluegreen.schema.steps does not expose the data: tables that a schema step below 31
-# empties (DELETE FROM) for a source version below the given one (ocore sqlite_migrations.js).
-# Their row counts legitimately differ between blue and green, so the row-count check skips them.
-TABLES_EMPTIED_BELOW_31: dict[str, int] = {
-    "known_bad_joints": 29,  # steps 2, 6, 8, 10, 12, 16, 20, 29
-    "unhandled_joints": 10,
-    "dependencies": 10,
-    "hash_tree_balls": 10,
-    "catchup_chain_balls": 10,
-}
-
 
 # ---------------------------------------------------------------------------------------------
 # small helpers
@@ -232,41 +227,31 @@ def check_user_version(green: apsw.Connection, target_version: int) -> VerifyChe
 
 def check_schema(green: apsw.Connection, target_version: int, light: bool) -> VerifyCheck:
     """Check 4: green's schema equals the reference schema of the target version."""
-    from bluegreen.schema import reference
-
     tally = _Tally(CHECK_SCHEMA, checked=1)
     expected = reference.load_reference(target_version, light)
     actual = reference.introspect(green)
-    differences = reference.compare(actual, expected)
-    for diff in _as_list(differences):
+    for diff in reference.compare(actual, expected):
         tally.fail(str(diff))
     kind = "light" if light else "full"
     return tally.result(f"against reference {kind}-v{target_version}")
 
 
-def _as_list(differences: Any) -> list[Any]:
-    """`compare` results as a list of difference items (accepts a list or an object with `.differences`)."""
-    if differences is None:
-        return []
-    if isinstance(differences, (list, tuple)):
-        return list(differences)
-    inner = getattr(differences, "differences", None)
-    if inner is not None:
-        return list(inner)
-    return [differences] if differences else []
+_DELETE_ALL = re.compile(r"\s*DELETE\s+FROM\s+[`\"]?(\w+)[`\"]?\s*;?\s*", re.IGNORECASE)
 
 
 def emptied_tables(source_version: int) -> set[str]:
-    """Tables that a schema step below 31 empties when migrating from `source_version`."""
-    try:
-        from bluegreen.schema import steps as schema_steps
+    """Tables that a schema step below 31 empties (`DELETE FROM t`) when migrating from `source_version`.
 
-        from_data = getattr(schema_steps, "tables_emptied", None)
-        if callable(from_data):
-            return set(from_data(source_version))
-    except ImportError:
-        pass
-    return {t for t, below in TABLES_EMPTIED_BELOW_31.items() if source_version < below}
+    Read from the steps data (bluegreen.schema.steps), so the list cannot drift from what the runner does."""
+    found: set[str] = set()
+    for step in steps_between(source_version, LAST_SQL_STEP):
+        for item in step.items:
+            statements = item.statements if isinstance(item, AtomicBlock) else (item,)
+            for st in statements:
+                m = _DELETE_ALL.fullmatch(st.sql) if isinstance(st, Statement) else None
+                if m:
+                    found.add(m.group(1))
+    return found
 
 
 def check_row_counts(blue: apsw.Connection, green: apsw.Connection, progress: Progress | None = None) -> VerifyCheck:
@@ -307,10 +292,8 @@ def find_genesis(conn: apsw.Connection) -> str | None:
     return str(rows[0][0]) if len(rows) == 1 else None
 
 
-def detect_green_network(conn: apsw.Connection, genesis_unit: str | None) -> Any:
+def detect_green_network(conn: apsw.Connection, genesis_unit: str | None) -> Network:
     """The network of the data, from the distinct `units.version` values and the genesis unit."""
-    from bluegreen.formats.networks import detect_network
-
     versions = [r[0] for r in conn.execute("SELECT DISTINCT version FROM units")]
     genesis = genesis_unit or find_genesis(conn)
     return detect_network(versions, genesis_unit=genesis)
@@ -320,11 +303,8 @@ def detect_green_network(conn: apsw.Connection, genesis_unit: str | None) -> Any
 # check 6: one hashing joint per unit
 
 
-def _joint_problem(unit: str, raw: bytes, network: Any, light: bool) -> str | None:
+def _joint_problem(unit: str, raw: bytes, network: Network, light: bool) -> str | None:
     """Why the stored joint of `unit` is wrong, or None when it parses and hashes to `unit`."""
-    from bluegreen.formats.hashing import get_unit_hash
-    from bluegreen.formats.jsvalues import js_parse
-
     try:
         joint = js_parse(raw.decode("utf-8"))
     except Exception as exc:  # any parse failure is a finding, not a crash
@@ -348,7 +328,7 @@ def _joint_problem(unit: str, raw: bytes, network: Any, light: bool) -> str | No
 def check_kv_units(
     green: apsw.Connection,
     kv: Rdict,
-    network: Any,
+    network: Network,
     light: bool,
     sample: int | None,
     progress: Progress | None = None,
@@ -393,7 +373,7 @@ def check_kv_units(
 
 
 def _check_kv_units_sample(
-    green: apsw.Connection, kv: Rdict, network: Any, light: bool, sample: int, progress: Progress | None
+    green: apsw.Connection, kv: Rdict, network: Network, light: bool, sample: int, progress: Progress | None
 ) -> VerifyCheck:
     tally = _Tally(CHECK_KV_UNITS)
     rng = random.Random(SAMPLE_SEED)
@@ -438,8 +418,6 @@ _FEED_ROWS_SQL = (
 
 def _entries(row: tuple[Any, ...]) -> list[tuple[bytes, bytes]]:
     """The df/dfv (key, value) pairs one feed row yields, as bytes."""
-    from bluegreen.formats.feeds import data_feed_entries
-
     _rowid, unit, address, feed_name, value, int_value, mci = row
     pairs = data_feed_entries(address, feed_name, value, int_value, mci, unit)
     return [(_b(k), _b(v)) for k, v in pairs]
@@ -464,14 +442,19 @@ def check_kv_data_feeds(
         scratch.execute("CREATE TABLE expected (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID")
         done = 0
         last_rowid = None
+        batch: list[tuple[bytes, bytes]] = []
+        insert = "INSERT OR REPLACE INTO expected (k, v) VALUES (?, ?)"
         scratch.execute("BEGIN")
         for row in blue.execute(_FEED_ROWS_SQL + "ORDER BY data_feeds.rowid"):
-            for k, v in _entries(row):
-                scratch.execute("INSERT OR REPLACE INTO expected (k, v) VALUES (?, ?)", (k, v))
+            batch.extend(_entries(row))  # executemany keeps the order, so later rows still win
+            if len(batch) >= PROGRESS_EVERY:
+                scratch.executemany(insert, batch)
+                batch.clear()
             if row[0] != last_rowid:
                 last_rowid = row[0]
                 done += 1
                 _tick(progress, CHECK_KV_DATA_FEEDS, done, total)
+        scratch.executemany(insert, batch)
         scratch.execute("COMMIT")
         n_expected = _count(scratch, "SELECT count(*) FROM expected")
         missing = extra = mismatched = 0
@@ -559,8 +542,6 @@ def _check_kv_data_feeds_sample(blue: apsw.Connection, kv: Rdict, sample: int, p
 
 def _ball_problem(green: apsw.Connection, ball: str, unit: str, sequence: str | None) -> str | None:
     """Why `ball` is not the ball hash of `unit`, or None when it re-hashes correctly."""
-    from bluegreen.formats.hashing import get_ball_hash
-
     if sequence is None:
         return f"ball {ball}: its unit {unit} is not in units"
     # Parent balls in SQL `ORDER BY ball` and skiplist balls sorted, as ocore main_chain.js adds them.
