@@ -77,6 +77,11 @@ def kv_items(data_dir: Path, prefix: bytes) -> list[tuple[bytes, bytes]]:
         db.close()
 
 
+def shown(key: bytes) -> str:
+    """A key or value as the report prints it: newlines as backslash-n."""
+    return key.decode("utf-8").replace("\n", "\\n")
+
+
 def tree_digest(path: Path) -> dict[str, str]:
     """Every file under `path` with the SHA-256 of its bytes: any write, creation or deletion shows."""
     return {
@@ -187,11 +192,6 @@ def test_open_readonly_reads_committed_data_still_in_the_wal(tmp_path: Path) -> 
 
 
 # ------------------------------------------------------------------------------------ defects, one per check
-
-
-def v31_defect_report(pair: tuple[Path, Path]) -> VerifyReport:
-    report = verify_green(*pair)
-    return report
 
 
 def test_flipped_byte_in_a_joint_fails_only_kv_units_and_names_the_unit(v31_pair: tuple[Path, Path]) -> None:
@@ -407,3 +407,82 @@ def test_report_round_trips_as_json_and_summarises_failures(v31_pair: tuple[Path
     assert "[FAIL] kv_data_feeds: 44 checked, 44 failed" in text
     assert "[PASS] kv_units: 14 checked, 0 failed" in text
     assert "... and 24 more" in text
+
+
+# ------------------------------------------------------------------------------------ migrated from version 29
+
+
+def test_green_holding_exactly_ocores_own_migration_output_passes_every_check(ocore_pair: tuple[Path, Path]) -> None:
+    blue, green = ocore_pair
+    report = verify_green(blue, green)
+    assert failing(report) == set(), report.summary()
+    feeds = check(report, CHECK_KV_DATA_FEEDS)
+    assert feeds.checked == 48  # the df/dfv keys of expected-kv.jsonl
+    assert check(report, CHECK_KV_UNITS).checked == 14
+    assert report.passed
+
+
+def test_green_migrated_by_our_engine_passes_every_check(migrated_pair: tuple[Path, Path]) -> None:
+    blue, green = migrated_pair
+    report = verify_green(blue, green)
+    assert failing(report) == set(), report.summary()
+    assert report.summary().splitlines()[0].startswith("verify PASSED")
+
+
+def test_sampled_verify_of_a_good_green_passes(migrated_pair: tuple[Path, Path]) -> None:
+    report = verify_green(*migrated_pair, sample=4)
+    assert failing(report) == set(), report.summary()
+    assert 0 < check(report, CHECK_KV_UNITS).checked
+    assert 0 < check(report, CHECK_KV_DATA_FEEDS).checked
+    assert check(report, CHECK_BALLS).checked == 4
+
+
+def test_changed_data_feed_value_fails_only_data_feeds_and_names_the_key(migrated_pair: tuple[Path, Path]) -> None:
+    blue, green = migrated_pair
+    [(key, value)] = [kv for kv in kv_items(green, b"dfv\n") if b"\ntimestamp\n" in kv[0]][:1]
+    db = kv_open(green)
+    db[key] = b"1" + value
+    db.close()
+    report = verify_green(blue, green)
+    assert failing(report) == {CHECK_KV_DATA_FEEDS}
+    feeds = check(report, CHECK_KV_DATA_FEEDS)
+    assert feeds.failed == 1
+    assert feeds.first_failures == [f"{shown(key)}: value {shown(b'1' + value)}, expected {shown(value)}"]
+
+
+def test_missing_and_extra_data_feed_keys_are_counted_and_named(migrated_pair: tuple[Path, Path]) -> None:
+    blue, green = migrated_pair
+    [(key, _)] = kv_items(green, b"df\n")[:1]
+    db = kv_open(green)
+    del db[key]
+    db[b"dfv\nSTRAYADDRESS\nfeed\nffffffff"] = b"x\nunit"
+    db.close()
+    report = verify_green(blue, green)
+    assert failing(report) == {CHECK_KV_DATA_FEEDS}
+    feeds = check(report, CHECK_KV_DATA_FEEDS)
+    assert feeds.failed == 2
+    assert f"missing {shown(key)}" in feeds.first_failures
+    assert "extra dfv\\nSTRAYADDRESS\\nfeed\\nffffffff = x\\nunit" in feeds.first_failures
+    assert "1 missing, 1 extra, 0 wrong value" in feeds.detail
+
+
+def test_sampled_data_feed_check_catches_a_changed_value_in_its_sample(migrated_pair: tuple[Path, Path]) -> None:
+    blue, green = migrated_pair
+    items = kv_items(green, b"dfv\n")
+    db = kv_open(green)
+    for key, value in items:
+        db[key] = value + b"!"
+    db.close()
+    feeds = check(verify_green(blue, green, sample=3), CHECK_KV_DATA_FEEDS)
+    assert not feeds.passed and feeds.failed >= 3
+
+
+def test_blue_at_version_28_skips_known_bad_joints_which_step_29_empties(tmp_path: Path) -> None:
+    blue = writable_copy(DEVNET_V29, tmp_path / "blue")
+    green = writable_copy(DEVNET_V29, tmp_path / "green")
+    for side in (blue, green):
+        sql(side, "INSERT INTO known_bad_joints (joint, json, error) VALUES ('j', '{}', 'bad')")
+        sql(side, "PRAGMA user_version=28")
+    sql(green, "DELETE FROM known_bad_joints")  # what step 29 does to green
+    counts = check(verify_green(blue, green), CHECK_ROW_COUNTS)
+    assert counts.passed and "known_bad_joints" in counts.detail
