@@ -18,6 +18,7 @@
 const crypto = require('crypto')
 const path = require('path')
 const { createRequire } = require('module')
+const { once } = require('events')
 
 function parseArgs (argv) {
   const args = { dump: false, writeCheck: false, sqliteRows: 5 }
@@ -35,8 +36,15 @@ function parseArgs (argv) {
   return args
 }
 
-function emit (obj) {
-  process.stdout.write(JSON.stringify(obj) + '\n')
+// stdout to a pipe is asynchronous: wait for 'drain' so a dump of a big store is never all in memory.
+async function emit (obj) {
+  if (!process.stdout.write(JSON.stringify(obj) + '\n')) await once(process.stdout, 'drain')
+}
+
+// The last line, then exit once it (and so everything before it) has reached the pipe: exiting
+// straight away would cut pending output short.
+function finish (obj, code) {
+  process.stdout.write(JSON.stringify(obj) + '\n', () => process.exit(code))
 }
 
 class StageError extends Error {
@@ -104,7 +112,7 @@ async function readAll (db, dump) {
       if (!isUtf8(key) || !isUtf8(value)) res.non_utf8_entries++
       const got = await db.get(key, BINARY)
       if (!Buffer.isBuffer(got) || !got.equals(value)) res.get_mismatches++
-      if (dump) emit({ t: 'kv', k: key.toString('base64'), v: value.toString('base64') })
+      if (dump) await emit({ t: 'kv', k: key.toString('base64'), v: value.toString('base64') })
     }
   } finally {
     await endIterator(it)
@@ -191,11 +199,9 @@ async function main () {
     summary.sqlite3_version = version('sqlite3')
     Object.assign(summary, await stage('sqlite', () => probeSqlite(sqlite3, path.resolve(args.sqlite), args.sqliteRows)))
   }
-  emit(summary)
 }
 
-main().then(() => process.exit(0), (err) => {
+main().then(() => finish(summary, 0), (err) => {
   // What was learnt before the failure (versions, counts) rides along.
-  emit({ ...summary, t: 'error', stage: err.stage || 'args', message: err.message })
-  process.exit(1)
+  finish({ ...summary, t: 'error', stage: err.stage || 'args', message: err.message }, 1)
 })
