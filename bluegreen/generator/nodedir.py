@@ -9,7 +9,7 @@ import json
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import apsw
 from pydantic import BaseModel
@@ -94,8 +94,11 @@ def create_database(path: Path, version: int, light: bool) -> None:
 
 
 def generate_node_dir(out: Path, *, units: int, version: int, light: bool = False, network: Network | str = MAINNET,
-                      seed: int = 1, stuck_at_30: bool = False) -> GeneratedNode:
-    """Generate a node data dir in `out` (created; must not hold a database yet). Deterministic for a seed."""
+                      seed: int = 1, stuck_at_30: bool = False,
+                      on_unit: Callable[[dict[str, Any]], None] | None = None) -> GeneratedNode:
+    """Generate a node data dir in `out` (created; must not hold a database yet). Deterministic for a seed.
+
+    `on_unit` sees every composed unit (with its id) in creation order: tests re-hash them."""
     out = Path(out)
     net = resolve_network(network)
     if stuck_at_30:
@@ -120,7 +123,9 @@ def generate_node_dir(out: Path, *, units: int, version: int, light: bool = Fals
 
         kv = open_node_compatible(kv_dir)
 
-    def on_unit(unit: dict[str, Any]) -> None:
+    def _on_unit(unit: dict[str, Any]) -> None:
+        if on_unit is not None:
+            on_unit(unit)
         if kv is not None and written[0] < k_joints:
             # close enough to readJointDirectly's joint: the real fill would overwrite it anyway
             joint = {"unit": {k: v for k, v in unit.items() if k != "main_chain_index"}}
@@ -135,7 +140,7 @@ def generate_node_dir(out: Path, *, units: int, version: int, light: bool = Fals
         conn.execute("BEGIN")
         writer = SqlWriter(conn)
         gen = Generator(writer, n_units=units, schema_version=version, light=light, network=net, seed=seed,
-                        on_unit=on_unit)
+                        on_unit=_on_unit)
         stats = gen.run()
         conn.execute("COMMIT")
         if stuck_at_30:
