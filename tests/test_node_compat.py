@@ -274,3 +274,17 @@ def test_probe_with_the_node_modules_found_for_a_data_dir(tmp_path: Path, node_m
     found = find_node_modules(data_dir)
     assert found is not None
     assert_node_read_exactly(run_node_probe(kv, None, found, dump=True), entries)
+
+
+def test_node_reads_the_kv_the_engine_migrated_from_the_real_devnet_node(devnet_v29: Path, node_modules: Path) -> None:
+    """The full path: our v31 step on the real devnet data, read back by the node's own RocksDB."""
+    from bluegreen.engine.migrate import MigrationOptions, migrate_copy
+
+    report = migrate_copy(devnet_v29 / "byteball.sqlite", devnet_v29 / "rocksdb", devnet_v29.parent / "journal.json", MigrationOptions())
+    assert report.completed and report.failures_total == 0
+    lines = (DEVNET_V29 / "expected-kv.jsonl").read_text("utf-8").splitlines()
+    expected = {json.loads(l)["k"].encode(): json.loads(l)["v"].encode() for l in lines}
+    result = run_node_probe(devnet_v29 / "rocksdb", devnet_v29 / "byteball.sqlite", node_modules, dump=True, write_check=True)
+    assert_node_read_exactly(result, expected)
+    assert result.write_check is True
+    assert (result.sqlite_user_version, result.sqlite_units) == (31, 14)
