@@ -1,8 +1,8 @@
 """`upgrade verify`: check a migrated green copy against blue before anyone may promote it.
 
-Blue is opened read-only (SQLite URI `mode=ro`) and never written. Green is ours: its SQLite file is
-read through `mode=ro` too, its RocksDB through rocksdict in raw read-only mode (which still drops an
-OPTIONS file and `rocksdict-config.json` into green's `rocksdb/`: harmless, green is ours).
+Blue is opened read-only (see `open_readonly`: no file is created beside it) and never written.
+Green is ours: its SQLite file is opened the same way, its RocksDB through rocksdict in raw read-only
+mode (which still drops an OPTIONS file and `rocksdict-config.json` into green's `rocksdb/`).
 
 Every check yields a `VerifyCheck` with counts and the first offending items; a check that cannot run
 at all (missing table, unreadable KV) is reported as failed with the reason, never skipped. The KV
