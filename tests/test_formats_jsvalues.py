@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bluegreen.formats.jsvalues import (
+    _decoder,
     _encode,
     is_array_index,
     js_number_to_string,
@@ -180,7 +181,7 @@ def _significant_digits(text: str) -> int:
     return len(mantissa.strip("0")) or 1
 
 
-@settings(max_examples=3000)
+@settings(max_examples=1000)
 @given(st.floats(allow_nan=False, allow_infinity=False))
 def test_number_text_round_trips_with_minimal_digits(x: float) -> None:
     text = js_number_to_string(x)
@@ -301,7 +302,7 @@ _values = st.recursive(
 )
 
 
-@settings(max_examples=1500)
+@settings(max_examples=500)
 @given(_values)
 def test_fast_path_agrees_with_the_reference_encoder(value: object) -> None:
     # js_stringify takes the C encoder when its output provably needs no JS fix-up;
@@ -311,7 +312,7 @@ def test_fast_path_agrees_with_the_reference_encoder(value: object) -> None:
     assert js_stringify(value) == "".join(parts)
 
 
-@settings(max_examples=1500)
+@settings(max_examples=500)
 @given(_values)
 def test_stringify_then_parse_is_stable(value: object) -> None:
     text = js_stringify(value)
@@ -326,3 +327,29 @@ def test_stringified_keys_follow_js_order(d: dict[str, int]) -> None:
     assert keys == index_keys + other_keys
     assert index_keys == sorted(index_keys, key=int)
     assert other_keys == [k for k in d if not is_array_index(k)]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": 'x\\"1.5', "b": 1},  # backslash then escaped quote before number-like text
+        {"a": "\\", "b": 1.5},  # a string ending in a backslash, then a float
+        {"a": '"', "10": 1},  # an escaped quote, then a digit key
+        ["[]", "{}", "null", ":1.5", ",12345678901234567890", '":', '"1":'],
+        [2111100000000000, -9007199254740991, 9007199254740993, "9007199254740993"],
+        {"k": [1e-7, 1e21, 1.0, 0.5]},
+    ],
+)
+def test_fast_path_edges(value: object) -> None:
+    parts: list[str] = []
+    _encode(value, parts.append)
+    assert js_stringify(value) == "".join(parts)
+
+
+@settings(max_examples=400)
+@given(_values)
+def test_parse_fast_path_agrees_with_the_full_decoder(value: object) -> None:
+    text = js_stringify(value)
+    fast, full = js_parse(text), _decoder.decode(text)
+    assert fast == full
+    assert js_stringify(fast) == js_stringify(full) == text

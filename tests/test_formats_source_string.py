@@ -103,3 +103,17 @@ def test_json_form_fast_and_slow_paths_agree_on_tricky_strings() -> None:
     assert get_json_source_string(obj) == (
         '{"k":["[]","{}","a:null","x:1.5","y,12345678901234567"],"z":"\\ud83d\\ude00"}'
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (["a"], '["a"]'),  # an array of strings is not an empty array
+        ({"a": ""}, '{"a":""}'),
+        ({"b": 'x\\"', "a": 2111100000000000}, '{"a":2111100000000000,"b":"x\\\\\\""}'),
+        ({"a": 9007199254740993}, '{"a":9007199254740992}'),
+        ({"a": [0.5, 1.0]}, '{"a":[0.5,1]}'),
+    ],
+)
+def test_json_form_fast_path_edges(value: object, expected: str) -> None:
+    assert get_json_source_string(value) == expected

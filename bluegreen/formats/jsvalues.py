@@ -22,10 +22,13 @@ __all__ = [
     "JsValue",
     "is_array_index",
     "js_number_to_string",
+    "json_structure",
+    "numbers_print_like_js",
     "js_parse",
     "js_property_order",
     "js_quote",
     "js_sorted_keys",
+    "c_output_is_js",
     "js_stringify",
     "utf16_key",
     "utf8_like_node",
@@ -188,6 +191,7 @@ def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return d
 
 
+# Full decoder: JS key order and rounding of long integers, at the cost of Python hooks.
 _decoder = json.JSONDecoder(
     object_pairs_hook=_object_pairs,
     parse_float=_parse_float,
@@ -195,6 +199,12 @@ _decoder = json.JSONDecoder(
     parse_constant=_parse_constant,
     strict=True,
 )
+# Fast decoder: dicts built in C. Right whenever no key is all digits (only those can need
+# reordering); `_PARSE_NEEDS_FULL` finds such keys (false positives only cost time).
+_fast_decoder = json.JSONDecoder(
+    parse_float=_parse_float, parse_int=_parse_int, parse_constant=_parse_constant, strict=True
+)
+_PARSE_NEEDS_FULL = re.compile(r'"[0-9]+"[ \t\n\r]*:')
 
 
 def js_parse(text: str | bytes) -> JsValue:
@@ -207,6 +217,8 @@ def js_parse(text: str | bytes) -> JsValue:
     """
     if isinstance(text, (bytes, bytearray, memoryview)):
         text = bytes(text).decode("utf-8")
+    if _PARSE_NEEDS_FULL.search(text) is None:
+        return _fast_decoder.decode(text)
     return _decoder.decode(text)
 
 
@@ -214,18 +226,50 @@ def js_parse(text: str | bytes) -> JsValue:
 # JSON.stringify
 
 _c_dumps: Callable[[Any], str] = json.JSONEncoder(
-    ensure_ascii=False, check_circular=False, allow_nan=True, separators=(",", ":")
+    ensure_ascii=False, check_circular=False, allow_nan=False, separators=(",", ":")
 ).encode
 
-# Everything in the C encoder's output where it may differ from JSON.stringify. False positives
-# only cost the slow path. Raw `"` never occurs inside encoded strings, so `[{,]"digits":` is
-# always a real key, and `[:,[]` before a number token is always structural.
-_NEEDS_SLOW = re.compile(
-    r'[{,]"[0-9]+":'  # an all-digit key: may need array-index ordering
-    r"|[:,\[]-?(?:[0-9]+[.eE]|[0-9]{16}|Infinity)"  # float text, big ints, +-inf
-    r"|[:,\[]NaN"
-    r"|[\ud800-\udfff]"  # lone surrogates must be escaped
-)
+_LONG_DIGITS = re.compile(r"[0-9]{16,}")
+_DIGIT_KEY = re.compile(r'"[0-9]+":')
+
+
+def json_structure(out: str) -> str:
+    """The text of JSON `out` outside its strings (numbers, literals, punctuation; `"` per string)."""
+    # drop escaped backslashes and quotes so that every remaining `"` delimits a string
+    plain = out.replace("\\\\", "").replace('\\"', "") if "\\" in out else out
+    # each string leaves one `"` behind, so `["a"]` stays distinct from `[]`
+    return '"'.join(plain.split('"')[0::2])
+
+
+def c_output_is_js(out: str) -> bool:
+    """True if the C encoder's output `out` is already what JSON.stringify writes for the value.
+
+    It differs only for lone surrogates, floats (Python repr), ints of 16+ digits (may exceed 2**53)
+    and all-digit keys (JS may reorder). Checked with C-speed string operations; false
+    negatives only cost the slow path. Also used for sorted output (then digit keys are harmless
+    but still reported).
+    """
+    if not out.isascii() and _SURROGATE.search(out):
+        return False
+    if _DIGIT_KEY.search(out):  # raw `"` only delimits strings, so `"digits":` is always a key
+        return False
+    return numbers_print_like_js(json_structure(out))
+
+
+def numbers_print_like_js(structure: str) -> bool:
+    """True if the numbers in `structure` (see `json_structure`) are as JS prints them.
+
+    Python writes ints exactly and floats with '.' or a signed exponent; JS agrees on ints
+    below 2**53 and on nothing else.
+    """
+    if "." in structure or "e+" in structure or "e-" in structure:
+        return False
+    for m in _LONG_DIGITS.finditer(structure):
+        if int(m.group()) >= _MAX_SAFE:
+            return False
+    return True
+
+
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _SURROGATE_PAIR_OR_LONE = re.compile(r"[\ud800-\udbff][\udc00-\udfff]|[\ud800-\udfff]")
 
@@ -262,9 +306,13 @@ def js_stringify(value: JsValue) -> str:
     as `null`. Raises `TypeError` for values JSON cannot hold.
     """
     if type(value) is dict or type(value) is list:
-        out = _c_dumps(value)
-        if _NEEDS_SLOW.search(out) is None:
-            return out
+        try:
+            out = _c_dumps(value)
+        except ValueError:  # NaN or an infinity: JS writes null, the slow path handles it
+            pass
+        else:
+            if c_output_is_js(out):
+                return out
     parts: list[str] = []
     _encode(value, parts.append)
     return "".join(parts)

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from bluegreen.formats.jsvalues import js_number_to_string, js_quote, js_sorted_keys, js_stringify
+from bluegreen.formats.jsvalues import js_number_to_string, js_quote, js_sorted_keys, js_stringify, json_structure, numbers_print_like_js
 
 __all__ = ["SourceStringError", "get_json_source_string", "get_source_string"]
 
@@ -100,16 +100,23 @@ def _extract(v: Any, root: Any, w: Callable[[str], Any]) -> None:
 # JSON based: getJsonSourceString
 
 _c_sorted_dumps: Callable[[Any], str] = json.JSONEncoder(
-    ensure_ascii=False, check_circular=False, allow_nan=True, sort_keys=True, separators=(",", ":")
+    ensure_ascii=False, check_circular=False, allow_nan=False, sort_keys=True, separators=(",", ":")
 ).encode
 
-# Where the C encoder's sorted output may differ from getJsonSourceString or hide an error.
-# False positives only cost the slow path (see jsvalues._NEEDS_SLOW for why the anchors hold).
-_JSON_SRC_SLOW = re.compile(
-    r"[:,\[](?:null|-?(?:[0-9]+[.eE]|[0-9]{16}|Infinity)|NaN)"
-    r"|\[\]|\{\}"
-    r"|[\ud800-\udfff\U00010000-\U0010ffff]"  # escaped as \\uXXXX code units; UTF-16 key order
-)
+# non-BMP characters and surrogates are escaped as code units and sort differently in UTF-16
+_NEEDS_UNITS = re.compile(r"[\ud800-\udfff\U00010000-\U0010ffff]")
+
+
+def _sorted_output_is_source_string(out: str) -> bool:
+    """True if the C encoder's sorted output is exactly getJsonSourceString (and ocore accepts it)."""
+    if not out.isascii() and _NEEDS_UNITS.search(out):
+        return False
+    structure = json_structure(out)
+    if "null" in structure or "[]" in structure or "{}" in structure:
+        return False  # ocore refuses these: let the slow path raise
+    return numbers_print_like_js(structure)
+
+
 _ESCAPE_UNITS = re.compile(r"[\ud800-\udfff\U00010000-\U0010ffff]")
 
 
@@ -133,9 +140,13 @@ def get_json_source_string(obj: Any, allow_empty: bool = False) -> str:
     every surrogate code unit escaped as `\\uXXXX` (lowercase hex).
     """
     if type(obj) is dict or type(obj) is list:
-        out = _c_sorted_dumps(obj)
-        if _JSON_SRC_SLOW.search(out) is None:
-            return out
+        try:
+            out = _c_sorted_dumps(obj)
+        except ValueError:  # non-finite number: the slow path raises ocore's error
+            pass
+        else:
+            if _sorted_output_is_source_string(out):
+                return out
     return _json_src(obj, obj, allow_empty)
 
 
