@@ -83,6 +83,20 @@ def _corrupt_payload_and_drop_definition(db: Path) -> tuple[str, str]:
     return feed_unit, def_unit
 
 
+def test_a_unit_that_no_longer_hashes_to_its_id_is_named_with_both_hashes(devnet_v29: Path) -> None:
+    db = devnet_v29 / "byteball.sqlite"
+    conn = apsw.Connection(str(db))
+    unit = conn.execute("SELECT unit FROM units WHERE main_chain_index=3").fetchone()[0]
+    conn.execute("UPDATE messages SET payload_hash='AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=' WHERE unit=?", (unit,))
+    conn.close()
+    with pytest.raises(MigrationError) as caught:
+        run_engine(devnet_v29)
+    [failure] = caught.value.report.failures  # type: ignore[attr-defined]
+    assert (failure.unit, failure.reason, failure.expected_hash) == (unit, "hash_mismatch", unit)
+    assert failure.computed_hash and failure.computed_hash != unit
+    assert user_version(db) == 29
+
+
 def test_bad_units_are_all_named_and_the_copy_keeps_its_version(devnet_v29: Path) -> None:
     db = devnet_v29 / "byteball.sqlite"
     feed_unit, def_unit = _corrupt_payload_and_drop_definition(db)
@@ -90,8 +104,9 @@ def test_bad_units_are_all_named_and_the_copy_keeps_its_version(devnet_v29: Path
         run_engine(devnet_v29)
     report = caught.value.report  # type: ignore[attr-defined]
     reasons = {f.unit: f for f in report.failures}
-    assert reasons[feed_unit].reason == "hash_mismatch"
-    assert reasons[feed_unit].expected_hash == feed_unit and reasons[feed_unit].computed_hash != feed_unit
+    # The unit hash covers payload_hash, not the payload: ocore would copy the changed value silently.
+    assert reasons[feed_unit].reason == "payload_hash_mismatch"
+    assert "message 0 (data_feed)" in reasons[feed_unit].detail
     assert reasons[def_unit].reason == "missing_definition"
     assert user_version(db) == 29
     tables = {r[0] for r in apsw.Connection(str(db)).execute("SELECT name FROM sqlite_master WHERE type='table'")}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bluegreen.engine.sqlsource import UnitChunk
-from bluegreen.formats.hashing import get_unit_hash
+from bluegreen.formats.hashing import get_base64_hash, get_unit_hash
 from bluegreen.formats.jsvalues import js_parse
 from bluegreen.formats.networks import Network
 
@@ -312,3 +312,28 @@ def strip_for_kv(joint: dict[str, Any], ctx: ReadContext) -> dict[str, Any]:
             unit_obj.pop("timestamp", None)
         unit_obj.pop("main_chain_index", None)
     return joint
+
+
+def check_payload_hashes(joint: dict[str, Any], ctx: ReadContext) -> list[str]:
+    """Messages whose rebuilt inline payload does not hash to their `payload_hash`.
+
+    ocore does not check this when it migrates (the unit hash covers `payload_hash`, not the payload),
+    so a payload row changed on disk would be copied into the KV silently. The node's validation
+    (`hasValidPayloadHashes`) computes it the same way."""
+    unit_obj = joint["unit"]
+    json_based = unit_obj.get("version") != ctx.network.version_without_timestamp
+    bad: list[str] = []
+    for index, msg in enumerate(unit_obj.get("messages", ())):
+        if msg.get("payload_location") != "inline" or "payload" not in msg:
+            continue
+        payload = msg["payload"]
+        if msg.get("app") == "temp_data" and isinstance(payload, dict):
+            payload = {k: v for k, v in payload.items() if k != "data"}
+        try:
+            computed = get_base64_hash(payload, json_based)
+        except Exception as exc:  # noqa: BLE001 - an unhashable payload is a mismatch
+            computed = f"<cannot hash: {exc}>"
+        if computed != msg.get("payload_hash"):
+            bad.append(f"message {index} ({msg.get('app')}): payload_hash {msg.get('payload_hash')}, "
+                       f"rebuilt payload hashes to {computed}")
+    return bad

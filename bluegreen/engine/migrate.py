@@ -20,7 +20,14 @@ import apsw
 from pydantic import BaseModel, Field
 
 from bluegreen.durable import atomic_write_json, fsync_dir
-from bluegreen.engine.joints import JointError, ReadContext, build_joint, check_unit_hash, strip_for_kv
+from bluegreen.engine.joints import (
+    JointError,
+    ReadContext,
+    build_joint,
+    check_payload_hashes,
+    check_unit_hash,
+    strip_for_kv,
+)
 from bluegreen.engine.kvwriter import KvBuilder, iter_kv, owned_by_migration, remove_kv_dir
 from bluegreen.engine.sqlsource import (
     UnitChunkReader,
@@ -51,6 +58,8 @@ class MigrationOptions(BaseModel):
     unit_chunk: int = Field(default=5000, ge=1)
     feed_chunk: int = Field(default=20000, ge=1)
     check_hashes: bool = True  # full nodes; light nodes cannot (no last balls)
+    # A rebuilt payload that does not match its payload_hash fails the unit (ocore would copy it silently).
+    strict_payload_hashes: bool = True
 
 
 class UnitFailure(BaseModel):
@@ -358,6 +367,12 @@ def _fill_units(conn: apsw.Connection, kv: KvBuilder, ctx: ReadContext, options:
                         unit=unit, reason="hash_mismatch",
                         detail="the unit rebuilt from SQL does not hash to its id",
                         expected_hash=unit, computed_hash=computed))
+                    continue
+            if options.strict_payload_hashes:
+                bad_payloads = check_payload_hashes(joint, ctx)
+                if bad_payloads:
+                    _record_failure(journal, UnitFailure(unit=unit, reason="payload_hash_mismatch",
+                                                         detail="; ".join(bad_payloads)))
                     continue
             text = js_stringify(strip_for_kv(joint, ctx))
             puts.append((("j\n" + unit).encode("utf-8"), text.encode("utf-8")))
