@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import apsw
@@ -223,3 +225,40 @@ def test_reference_data_is_in_sync_with_the_shared_fixtures() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "would change: none" in done.stdout
+
+
+def test_reference_data_ships_inside_the_built_package(tmp_path: Path) -> None:
+    """Build the package the way setuptools does (build_py, real process) and load a reference from the
+    built tree, far from the repository: the product must never need the source checkout or ../shared."""
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "bluegreen", src / "bluegreen", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        if (REPO / name).exists():
+            shutil.copy2(REPO / name, src / name)
+    built = tmp_path / "built"
+    done = subprocess.run(
+        [sys.executable, "-c", "from setuptools import setup; setup()", "-q", "build_py", "--build-lib", str(built)],
+        cwd=src, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    shipped = sorted(p.name for p in (built / "bluegreen" / "schema" / "reference_data").glob("*.json"))
+    assert shipped == sorted(p.name for p in (REPO / "schemas" / "reference").glob("*.json"))
+    probe = subprocess.run(
+        [sys.executable, "-c", "from bluegreen.schema.reference import load_reference; print(load_reference(31, True).user_version)"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(built)}, capture_output=True, text=True, timeout=120,
+    )
+    assert probe.stdout.strip() == "31", probe.stderr
+
+
+def test_introspect_file_refuses_a_database_with_a_live_wal(tmp_path: Path) -> None:
+    db = tmp_path / "odd name?#.sqlite"  # URI-special characters in the path are quoted
+    create_empty_database(db, 28, False)
+    assert introspect_file(db).user_version == 28
+    writer = apsw.Connection(str(db))
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("CREATE TABLE newer (x)")  # committed, but only in the -wal file
+    with pytest.raises(BadInputError, match="write-ahead log"):
+        introspect_file(db)
+    assert "newer" in introspect(writer).tables
+    writer.close()

@@ -16,7 +16,8 @@ import json
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from urllib.parse import quote
+from typing import Any, Literal
 
 import apsw
 from pydantic import BaseModel, ConfigDict
@@ -115,7 +116,7 @@ class SchemaDifference(BaseModel):
 _AUTOINCREMENT = re.compile(r"\bAUTOINCREMENT\b", re.IGNORECASE)
 
 
-def _rows(conn: apsw.Connection, sql: str, bindings: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+def _rows(conn: apsw.Connection, sql: str, bindings: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
     return list(conn.execute(sql, bindings))
 
 
@@ -134,9 +135,9 @@ def introspect(conn: apsw.Connection) -> SchemaSnapshot:
         "AND type='table' ORDER BY name",
     )
     for _type, name, _tbl, sql in master:
-        assert isinstance(name, str) and isinstance(sql, str)
+        # PRAGMA table_info columns: cid, name, type, notnull, dflt_value, pk
         columns = [
-            Column(name=str(c[1]), type=str(c[2]), notnull=bool(c[3]), default=None if c[4] is None else str(c[4]), pk=int(c[5]))  # type: ignore[call-overload]
+            Column(name=c[1], type=c[2], notnull=bool(c[3]), default=c[4], pk=c[5])
             for c in _rows(conn, f"PRAGMA table_info({_quote(name)})")
         ]
         tables[name] = Table(
@@ -146,34 +147,30 @@ def introspect(conn: apsw.Connection) -> SchemaSnapshot:
             autoincrement=bool(_AUTOINCREMENT.search(sql)),
             sql=sql,
         )
-        index_sql = {
-            str(r[0]): (None if r[1] is None else str(r[1]))
-            for r in _rows(conn, "SELECT name, sql FROM sqlite_master WHERE type='index' AND tbl_name=?", (name,))
-        }
+        index_sql = dict(_rows(conn, "SELECT name, sql FROM sqlite_master WHERE type='index' AND tbl_name=?", (name,)))
         # PRAGMA index_list columns: seq, name, unique, origin, partial
         for _seq, iname, unique, origin, partial in _rows(conn, f"PRAGMA index_list({_quote(name)})"):
-            iname = str(iname)
-            cols = [None if r[2] is None else str(r[2]) for r in _rows(conn, f"PRAGMA index_info({_quote(iname)})")]
+            cols = [r[2] for r in _rows(conn, f"PRAGMA index_info({_quote(iname)})")]  # seqno, cid, name
             indexes[iname] = Index(
                 name=iname,
                 table=name,
                 columns=cols,
                 unique=bool(unique),
                 partial=bool(partial),
-                origin=str(origin),  # type: ignore[arg-type]
+                origin=origin,
                 sql=index_sql.get(iname),
             )
-    return SchemaSnapshot(user_version=int(user_version), tables=tables, indexes=dict(sorted(indexes.items())))  # type: ignore[call-overload]
+    return SchemaSnapshot(user_version=user_version, tables=tables, indexes=dict(sorted(indexes.items())))
 
 
 def _foreign_keys(conn: apsw.Connection, table: str) -> list[ForeignKey]:
     # PRAGMA foreign_key_list columns: id, seq, table, from, to, on_update, on_delete, match
-    grouped: dict[int, list[tuple[object, ...]]] = {}
+    grouped: dict[int, list[tuple[Any, ...]]] = {}
     for row in _rows(conn, f"PRAGMA foreign_key_list({_quote(table)})"):
-        grouped.setdefault(int(row[0]), []).append(row)  # type: ignore[call-overload]
+        grouped.setdefault(row[0], []).append(row)
     keys = []
     for fk_id in sorted(grouped):
-        rows = sorted(grouped[fk_id], key=lambda r: int(r[1]))  # type: ignore[call-overload]
+        rows = sorted(grouped[fk_id], key=lambda r: r[1])
         keys.append(
             ForeignKey(
                 from_columns=[str(r[3]) for r in rows],
@@ -188,9 +185,17 @@ def _foreign_keys(conn: apsw.Connection, table: str) -> list[ForeignKey]:
 
 
 def introspect_file(path: Path | str) -> SchemaSnapshot:
-    """Introspect a database file without writing anything next to it (immutable read-only open:
-    no -wal/-shm files, safe on read-only fixtures and on the live node's file)."""
-    uri = "file:" + str(Path(path).resolve()) + "?immutable=1"
+    """Introspect a database file that nobody is writing (fixtures, copies) without creating anything
+    next to it: an immutable read-only open makes no -wal/-shm files. Immutable reads ignore a WAL, so a
+    file whose -wal holds data is refused rather than read stale."""
+    path = Path(path).resolve()
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise BadInputError(
+            f"{path} has a non-empty write-ahead log; reading the file alone would miss committed data",
+            hint="introspect a consistent copy (SQLite backup API) or open a connection and call introspect()",
+        )
+    uri = "file:" + quote(str(path)) + "?immutable=1"
     conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
     try:
         return introspect(conn)
