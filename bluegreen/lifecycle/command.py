@@ -347,19 +347,25 @@ def _stage_migrate(lay: Layout, store: StateStore, state: StagingState,
 # ---------------------------------------------------------------- verify
 
 
-def _probe_node(node_modules: Path, green_dir: Path) -> VerifyCheck:
-    try:
-        from bluegreen.nodecompat import probe as probemod  # type: ignore[attr-defined]
-    except ImportError as exc:
-        return VerifyCheck(name=CHECK_NODE_COMPAT, passed=False, failed=1, detail=f"probe unavailable: {exc}")
-    fn = getattr(probemod, "probe_kv", None) or getattr(probemod, "probe", None)
-    if fn is None:
-        return VerifyCheck(name=CHECK_NODE_COMPAT, passed=False, failed=1, detail="probe unavailable in this build")
-    out = fn(green_dir, node_modules)
-    if isinstance(out, VerifyCheck):
-        return out
-    ok = bool(getattr(out, "passed", getattr(out, "ok", out)))
-    return VerifyCheck(name=CHECK_NODE_COMPAT, passed=ok, checked=1, failed=0 if ok else 1, detail=str(out)[:500])
+def _probe_node(node_modules: Path, lay: Layout, target_version: int) -> VerifyCheck:
+    """Read green with the node's own npm libraries and compare with what we read ourselves."""
+    from bluegreen.engine.kvwriter import iter_kv
+    from bluegreen.nodecompat import kv_digest, run_node_probe
+
+    lay.work_dir.mkdir(exist_ok=True)
+    res = run_node_probe(lay.green_dir / "rocksdb", lay.green_dir / lay.db_name, node_modules, work_dir=lay.work_dir)
+    ours = kv_digest(iter_kv(lay.green_dir / "rocksdb"))
+    problems = []
+    if not res.ok:
+        problems.append(f"the node's libraries failed at {res.error_stage}: {res.error}")
+    elif res.kv_digest != ours:
+        problems.append(f"the node read {res.keys_read} keys whose digest differs from ours")
+    if res.ok and res.sqlite_user_version != target_version:
+        problems.append(f"the node's sqlite3 reads user_version {res.sqlite_user_version}")
+    return VerifyCheck(name=CHECK_NODE_COMPAT, passed=not problems, checked=res.keys_read, failed=len(problems),
+                       first_failures=problems,
+                       detail=f"level-rocksdb {res.level_rocksdb_version}, rocksdb {res.rocksdb_version}, "
+                              f"sqlite3 {res.sqlite3_version}")
 
 
 def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sample: int | None = None,
@@ -401,7 +407,7 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
             first_failures=drift,
             detail="" if not drift else "blue changed since stage: run `upgrade stage` again (re-stage)"))
         if node_modules is not None:
-            checks.append(_probe_node(node_modules, lay.green_dir))
+            checks.append(_probe_node(node_modules, lay, state.target_version))
         report = report.model_copy(update={"checks": checks, "passed": all(c.passed for c in checks),
                                            "finished_at": datetime.now(timezone.utc)})
         lay.reports_dir.mkdir(exist_ok=True)
