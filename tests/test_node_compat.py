@@ -81,7 +81,7 @@ def assert_node_read_exactly(result, entries: dict[bytes, bytes]) -> None:
     for (key, got), (_, expected) in zip(read, want):
         assert got == expected, key
     assert result.keys_read == len(entries)
-    assert result.get_mismatches == 0
+    assert result.gets == len(entries) and result.get_mismatches == 0  # every key also by point lookup
     assert result.non_utf8_entries == 0
     assert result.kv_digest == kv_digest(want)
 

@@ -2,7 +2,8 @@
 // bluegreen's own compatibility probe (not ocore code): reads a RocksDB dir with the node's npm
 // level-rocksdb, and optionally an SQLite file with the node's npm sqlite3, and prints JSON lines.
 //
-//   node probe.js --node-modules DIR --kv DIR [--dump] [--write-check] [--sqlite FILE] [--sqlite-rows N]
+//   node probe.js --node-modules DIR --kv DIR [--dump] [--write-check] [--get-every N]
+//                 [--sqlite FILE] [--sqlite-rows N]
 //
 // Libraries are resolved the way the node resolves them: from a module placed in DIR's parent, so
 // DIR = <app>/node_modules/ocore/node_modules also finds <app>/node_modules/sqlite3.
@@ -21,13 +22,14 @@ const { createRequire } = require('module')
 const { once } = require('events')
 
 function parseArgs (argv) {
-  const args = { dump: false, writeCheck: false, sqliteRows: 5 }
+  const args = { dump: false, writeCheck: false, sqliteRows: 5, getEvery: 1 }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     if (a === '--node-modules') args.nodeModules = argv[++i]
     else if (a === '--kv') args.kv = argv[++i]
     else if (a === '--sqlite') args.sqlite = argv[++i]
     else if (a === '--sqlite-rows') args.sqliteRows = parseInt(argv[++i], 10)
+    else if (a === '--get-every') args.getEvery = parseInt(argv[++i], 10)
     else if (a === '--dump') args.dump = true
     else if (a === '--write-check') args.writeCheck = true
     else throw new Error('unknown argument ' + a)
@@ -96,10 +98,11 @@ function endIterator (it) {
   return new Promise((resolve, reject) => it.end((err) => (err ? reject(err) : resolve())))
 }
 
-// Reads every entry by iteration and, for each, by a point lookup (the node's main access path).
-async function readAll (db, dump) {
+// Reads every entry by iteration and, for every getEvery-th one (0: none), by a point lookup too
+// (the node's main access path).
+async function readAll (db, dump, getEvery) {
   const hash = crypto.createHash('sha256')
-  const res = { keys_read: 0, bytes_read: 0, non_utf8_entries: 0, get_mismatches: 0 }
+  const res = { keys_read: 0, bytes_read: 0, non_utf8_entries: 0, gets: 0, get_mismatches: 0 }
   const it = db.db.db.iterator({ keyAsBuffer: true, valueAsBuffer: true })
   try {
     for (;;) {
@@ -110,8 +113,11 @@ async function readAll (db, dump) {
       res.keys_read++
       res.bytes_read += key.length + value.length
       if (!isUtf8(key) || !isUtf8(value)) res.non_utf8_entries++
-      const got = await db.get(key, BINARY)
-      if (!Buffer.isBuffer(got) || !got.equals(value)) res.get_mismatches++
+      if (getEvery > 0 && (res.keys_read - 1) % getEvery === 0) {
+        const got = await db.get(key, BINARY)
+        res.gets++
+        if (!Buffer.isBuffer(got) || !got.equals(value)) res.get_mismatches++
+      }
       if (dump) await emit({ t: 'kv', k: key.toString('base64'), v: value.toString('base64') })
     }
   } finally {
@@ -142,7 +148,7 @@ async function writeCheck (levelRocksdb, location, db, before) {
   await db2.del(probeKey)
   await db2.close()
   const db3 = await openDb(levelRocksdb, location)
-  const after = await readAll(db3, false)
+  const after = await readAll(db3, false, 0)
   await db3.close()
   if (after.digest !== before.digest || after.keys_read !== before.keys_read) {
     throw new Error(`after node writes + compaction: ${after.keys_read} keys (digest ${after.digest}), before: ${before.keys_read} keys (digest ${before.digest})`)
@@ -182,10 +188,11 @@ async function main () {
     summary.level_rocksdb_version = version('level-rocksdb')
     summary.rocksdb_version = version('rocksdb')
     const db = await stage('open', () => openDb(levelRocksdb, path.resolve(args.kv)))
-    const read = await stage('read', () => readAll(db, args.dump))
+    const read = await stage('read', () => readAll(db, args.dump, args.getEvery))
     summary.keys_read = read.keys_read
     summary.bytes_read = read.bytes_read
     summary.non_utf8_entries = read.non_utf8_entries
+    summary.gets = read.gets
     summary.get_mismatches = read.get_mismatches
     summary.kv_digest = read.digest
     if (args.writeCheck) {

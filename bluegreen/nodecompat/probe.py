@@ -14,6 +14,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ class NodeProbeResult(BaseModel):
     keys_read: int = 0
     bytes_read: int = 0
     non_utf8_entries: int = 0  # entries the node (which reads UTF-8 strings) would see altered
+    gets: int = 0  # point lookups done (see get_every)
     get_mismatches: int = 0  # point lookups that disagreed with iteration
     kv_digest: str | None = None  # see kv_digest()
     write_check: bool | None = None  # None: not asked
@@ -141,6 +143,8 @@ def run_node_probe(
     write_check: bool = False,
     sqlite_rows: int = 5,
     work_dir: Path | None = None,
+    timeout: float | None = None,
+    get_every: int = 1,
 ) -> NodeProbeResult:
     """Read a KV dir (and optionally a SQLite file) with the node's own npm libraries, on temporary copies.
 
@@ -148,7 +152,10 @@ def run_node_probe(
     node_modules: a dir holding `level-rocksdb` (and `sqlite3`), e.g. from scripts/build-node-libs or
     `find_node_modules`. dump: also return every entry as read. write_check: let the node also write,
     compact, close and re-open the copy, then read everything again. work_dir: where the copies go
-    (default: the system temp dir; a mainnet KV needs room for a full copy).
+    (default: the system temp dir; a mainnet KV needs room for a full copy). timeout: seconds after which
+    the probe is killed and reported as failed (None: no limit). get_every: also `get` every N-th key
+    (1: all, the default; 0: none). Measured here: 200,000 keys in 4 s iterating only, 21 s with a
+    `get` per key.
     Raises BadInputError when node, the libraries or the inputs are missing; read failures are reported
     in the result (`ok=False`)."""
     node_path = _check_inputs(kv_dir, sqlite_path, node_modules, node)
@@ -157,7 +164,7 @@ def run_node_probe(
         if kv_dir is not None:
             kv_copy = Path(tmp) / "rocksdb"
             _copy_kv_dir(kv_dir, kv_copy)
-            args += ["--kv", str(kv_copy)]
+            args += ["--kv", str(kv_copy), "--get-every", str(get_every)]
             if dump:
                 args.append("--dump")
             if write_check:
@@ -166,32 +173,56 @@ def run_node_probe(
             db_dir = Path(tmp) / "sqlite"
             db_dir.mkdir()
             args += ["--sqlite", str(_copy_sqlite(sqlite_path, db_dir)), "--sqlite-rows", str(sqlite_rows)]
-        return _run(args, dump)
+        return _run(args, dump, timeout)
 
 
-def _run(args: Sequence[str], dump: bool) -> NodeProbeResult:
+def _run(args: Sequence[str], dump: bool, timeout: float | None) -> NodeProbeResult:
     entries: list[KvEntry] | None = [] if dump else None
-    last: dict[str, Any] | None = None
-    # Stream stdout: a dump of a full KV does not have to sit in memory twice.
-    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_probe_env()) as proc:
-        assert proc.stdout is not None and proc.stderr is not None
-        for line in proc.stdout:
-            msg = json.loads(line)
-            if msg.get("t") == "kv":
-                if entries is not None:
-                    entries.append(KvEntry(key=base64.b64decode(msg["k"]), value=base64.b64decode(msg["v"])))
-            else:
-                last = msg
-        stderr = proc.stderr.read()
-        rc = proc.wait()
-    if last is None:
+    messages: list[dict[str, Any]] = []
+    stray: list[str] = []
+    # stderr goes to a file, not a pipe: a chatty native module must not block the probe while we
+    # stream stdout (a dump of a full KV is never held twice in memory).
+    with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as err_file:
+        with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err_file, text=True, env=_probe_env()) as proc:
+            watchdog = threading.Timer(timeout, proc.kill) if timeout is not None else None
+            if watchdog is not None:
+                watchdog.start()
+            try:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    _take_line(line, entries, messages, stray)
+                rc = proc.wait()
+            finally:
+                if watchdog is not None:
+                    watchdog.cancel()
+        err_file.seek(0)
+        stderr = err_file.read()
+    if not messages:
         # The probe died before it could say why (crash in a native module, killed, bad node).
-        return NodeProbeResult(ok=False, error_stage="probe", error=f"probe exited {rc} without a result: {stderr.strip()[-2000:]}", entries=entries)
+        detail = (stderr.strip() + " " + " ".join(stray)).strip()[-2000:]
+        return NodeProbeResult(ok=False, error_stage="probe", error=f"probe exited {rc} without a result: {detail}", entries=entries)
+    last = messages[-1]
     fields = {k: v for k, v in last.items() if k in NodeProbeResult.model_fields}
     if last.get("t") == "error":
         return NodeProbeResult(ok=False, error=last.get("message"), error_stage=last.get("stage"), entries=entries, **fields)
     ok = rc == 0 and last.get("get_mismatches", 0) == 0 and last.get("write_check") is not False
     return NodeProbeResult(ok=ok, entries=entries, **fields)
+
+
+def _take_line(line: str, entries: list[KvEntry] | None, messages: list[dict[str, Any]], stray: list[str]) -> None:
+    """Sort one stdout line: a dumped entry, a summary/error message, or stray text from a library."""
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        stray.append(line.rstrip("\n"))
+        return
+    if not isinstance(msg, dict):
+        stray.append(line.rstrip("\n"))
+    elif msg.get("t") == "kv":
+        if entries is not None:
+            entries.append(KvEntry(key=base64.b64decode(msg["k"]), value=base64.b64decode(msg["v"])))
+    else:
+        messages.append(msg)
 
 
 def _probe_env() -> dict[str, str]:
