@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Optional
 
@@ -140,6 +141,12 @@ def _run(name: str, as_json: bool, fn: Any, **kwargs: Any) -> None:
         typer.echo(f"\nupgrade {name}: interrupted; blue is untouched. Re-run `upgrade {name}` to resume "
                    "(or `upgrade status`).", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Exception as exc:  # a bug, not an operator error: show everything, keep a distinct exit code
+        traceback.print_exc()
+        if as_json:
+            _emit_json(ErrorResult(command=name, error=type(exc).__name__, message=str(exc),
+                                   hint="internal error; run `upgrade status` and report this", exit_code=EXIT_INTERNAL))
+        raise typer.Exit(EXIT_INTERNAL) from None
     if as_json:
         _emit_json(result)
     else:
