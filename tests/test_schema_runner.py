@@ -281,7 +281,7 @@ def test_step_18_indexes_short_string_profile_fields_of_existing_attestations(tm
     report, _ = migrate(db, 17, False)
     (op,) = [s for s in report.statements if s.sql == "data operation backfill_attested_fields"]
     assert op.status == "skipped-already-present"
-    assert op.reason == "all 6 attested profile fields already present"
+    assert op.reason == "all 6 rows it derives are already present"
 
 
 def test_step_18_stops_on_an_attestation_for_another_address(tmp_path: Path) -> None:

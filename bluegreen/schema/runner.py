@@ -128,12 +128,12 @@ def apply_schema_steps(
                 if result.inserted:
                     record(f"data operation {item.name}", "applied", item.description, rows_changed=result.inserted)
                 else:
-                    record(
-                        f"data operation {item.name}",
-                        "skipped-already-present",
-                        f"all {result.candidates} attested profile fields already present",
-                        rows_changed=0,
+                    reason = (
+                        f"all {result.candidates} rows it derives are already present"
+                        if result.candidates
+                        else "the database holds nothing for it to derive"
                     )
+                    record(f"data operation {item.name}", "skipped-already-present", reason, rows_changed=0)
     return report
 
 
@@ -156,7 +156,11 @@ def _run_statement(conn: apsw.Connection, step: int, st: Statement, node: NodeKi
 
 
 def _run_block(conn: apsw.Connection, step: int, block: AtomicBlock, record: Recorder) -> None:
-    if _probe(conn, block.already_present):
+    try:
+        present = _probe(conn, block.already_present)
+    except apsw.Error as e:
+        raise SchemaStepError(step, block.ocore_begin, e) from e
+    if present:
         for sql in (block.ocore_begin, *(s.sql for s in block.statements), block.ocore_commit):
             record(sql, "skipped-already-present", block.already_present.reason)
         return
