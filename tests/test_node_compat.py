@@ -288,3 +288,10 @@ def test_node_reads_the_kv_the_engine_migrated_from_the_real_devnet_node(devnet_
     assert_node_read_exactly(result, expected)
     assert result.write_check is True
     assert (result.sqlite_user_version, result.sqlite_units) == (31, 14)
+
+
+def test_a_probe_that_overruns_its_timeout_is_killed_and_reported(tmp_path: Path, node_modules: Path) -> None:
+    kv = tmp_path / "rocksdb"
+    write_kv(kv, sample_entries())
+    result = run_node_probe(kv, None, node_modules, timeout=0.01)
+    assert not result.ok and result.error_stage == "probe" and "timeout" in (result.error or "")

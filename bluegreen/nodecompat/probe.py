@@ -184,7 +184,13 @@ def _run(args: Sequence[str], dump: bool, timeout: float | None) -> NodeProbeRes
     # stream stdout (a dump of a full KV is never held twice in memory).
     with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as err_file:
         with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err_file, text=True, env=_probe_env()) as proc:
-            watchdog = threading.Timer(timeout, proc.kill) if timeout is not None else None
+            timed_out = threading.Event()
+
+            def kill() -> None:
+                timed_out.set()
+                proc.kill()
+
+            watchdog = threading.Timer(timeout, kill) if timeout is not None else None
             if watchdog is not None:
                 watchdog.start()
             try:
@@ -197,6 +203,8 @@ def _run(args: Sequence[str], dump: bool, timeout: float | None) -> NodeProbeRes
                     watchdog.cancel()
         err_file.seek(0)
         stderr = err_file.read()
+    if timed_out.is_set():
+        return NodeProbeResult(ok=False, error_stage="probe", error=f"probe killed after the {timeout} s timeout", entries=entries)
     if not messages:
         # The probe died before it could say why (crash in a native module, killed, bad node).
         detail = (stderr.strip() + " " + " ".join(stray)).strip()[-2000:]
