@@ -176,6 +176,11 @@ def _detect_network(conn: apsw.Connection, genesis_option: str | None) -> Networ
                               hint="the database mixes networks; it is not a single node's database") from exc
     if genesis_option:
         return with_genesis(network, genesis_option)
+    if network.genesis_unit is not None and conn.execute(
+            "SELECT 1 FROM units WHERE unit=?", (network.genesis_unit,)).fetchone() is None:
+        # Not the public network's history (a private network, like ocore's GENESIS_UNIT env): take the
+        # genesis from the data, as for devnet.
+        network = network.model_copy(update={"genesis_unit": None})
     if network.genesis_unit is None:
         rows = [r[0] for r in conn.execute(
             "SELECT unit FROM units WHERE NOT EXISTS (SELECT 1 FROM parenthoods WHERE child_unit=units.unit) "
