@@ -434,7 +434,8 @@ class Generator:
             self.final_bad_nodes.append(node.idx)
             self.final_bad_units[node.idx] = unit
             self.stats.final_bad += 1
-        self.spent_by = [(u, node.idx if s == -1 else s) for (u, s) in self.spent_by][-64:]
+        if self.spent_by and self.spent_by[-1][1] == -1:
+            self.spent_by = [(u, node.idx if s == -1 else s) for (u, s) in self.spent_by[-64:]]
         for m in unit.get("messages", ()):
             self.stats.messages[m["app"]] = self.stats.messages.get(m["app"], 0) + 1
             if m["app"] == "poll":
