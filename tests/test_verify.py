@@ -528,3 +528,43 @@ def test_nonserial_flag_of_a_final_bad_ball_is_part_of_the_rehash(generated_pair
     assert failing(report) == {CHECK_BALLS}
     balls = check(report, CHECK_BALLS)
     assert balls.failed == 1 and balls.first_failures[0].startswith(f"{unit}: ball ")
+
+
+def _generate_and_migrate(tmp_path: Path, *, migrate: bool = True, **kwargs: object) -> tuple[Path, Path]:
+    import shutil
+
+    from bluegreen.engine.migrate import MigrationOptions, migrate_copy
+    from bluegreen.generator import generate_node_dir
+
+    blue, green = tmp_path / "blue", tmp_path / "green"
+    generate_node_dir(blue, units=300, network="devnet", seed=3, **kwargs)  # type: ignore[arg-type]
+    shutil.copytree(blue, green)
+    if migrate:
+        db = green / (LIGHT_DB if kwargs.get("light") else DB)
+        assert migrate_copy(db, green / "rocksdb", tmp_path / "journal.json", MigrationOptions()).completed
+    return blue, green
+
+
+LIGHT_DB = "byteball-light.sqlite"
+
+
+def test_light_node_green_is_checked_against_the_light_reference_without_hashing(tmp_path: Path) -> None:
+    blue, green = _generate_and_migrate(tmp_path, version=28, light=True)
+    report = verify_green(blue, green)
+    assert failing(report) == set(), report.summary()
+    assert check(report, CHECK_SCHEMA).detail == "against reference light-v31"
+    assert "parse only (light node)" in check(report, CHECK_KV_UNITS).detail
+
+
+def test_node_stuck_at_30_passes_once_migrated(tmp_path: Path) -> None:
+    blue, green = _generate_and_migrate(tmp_path, version=29, stuck_at_30=True)
+    report = verify_green(blue, green)
+    assert failing(report) == set(), report.summary()
+
+
+def test_node_stuck_at_30_with_its_half_filled_kv_fails(tmp_path: Path) -> None:
+    blue, green = _generate_and_migrate(tmp_path, migrate=False, version=29, stuck_at_30=True)
+    report = verify_green(blue, green)
+    assert {CHECK_USER_VERSION, CHECK_KV_UNITS} <= failing(report)
+    units = check(report, CHECK_KV_UNITS)
+    assert units.failed > 0 and all(item.endswith(": no j key") for item in units.first_failures)
