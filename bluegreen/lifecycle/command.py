@@ -266,7 +266,7 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
         snap = None
         warnings: list[str] = []
         if state.phase not in (Phase.SNAPSHOTTED, Phase.MIGRATING):
-            snap, warnings = _stage_snapshot(lay, store, state, target_version)
+            snap, warnings = _stage_snapshot(lay, store, state, target_version, progress)
         report = _stage_migrate(lay, store, state, progress)
         after = _blue_drift(lay, state)
         if after:
@@ -278,8 +278,8 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
                               f"to {state.target_version}", next_step=NEXT_STEP[state.phase])
 
 
-def _stage_snapshot(lay: Layout, store: StateStore, state: StagingState,
-                    target_version: int) -> tuple[snapshot.SnapshotReport, list[str]]:
+def _stage_snapshot(lay: Layout, store: StateStore, state: StagingState, target_version: int,
+                    progress: ProgressFn | None = None) -> tuple[snapshot.SnapshotReport, list[str]]:
     version, warnings = _preflight_stage(lay, target_version)
     state.space = snapshot.check_space(lay)
     state.source_version = version
@@ -295,7 +295,7 @@ def _stage_snapshot(lay: Layout, store: StateStore, state: StagingState,
         _rmtree(sub)
     store.transition(state, Phase.SNAPSHOTTING, f"snapshot of {lay.data_dir} (version {version})")
     try:
-        snap = snapshot.take_snapshot(lay)
+        snap = snapshot.take_snapshot(lay, progress)
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise  # left SNAPSHOTTING: the next command discards the partial copy
@@ -593,7 +593,9 @@ def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> Sta
     for name, p in (("green", lay.green_dir), ("blue_previous", lay.previous_dir), ("staging_total", lay.staging_dir)):
         if p.exists():
             sizes[name] = _du(p)
-    green_ver = _version(lay.green_dir, lay.db_name) if lay.green_dir.exists() else None
+    # Green is in the staging area, or is the data dir itself after promote.
+    green_ver = _version(lay.green_dir, lay.db_name) if lay.green_dir.exists() else (
+        dver if state.phase == Phase.PROMOTED else None)
     drift = _blue_drift(lay, state) if state.phase in GREEN_STAGED | {Phase.SNAPSHOTTED, Phase.MIGRATING} else []
     msg = f"phase {state.phase.value}"
     if locked_by:
