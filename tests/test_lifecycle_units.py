@@ -286,3 +286,22 @@ def test_swap_killed_midway_is_recovered(tmp_path: Path, point: str, expect: str
         assert tree_hash(target) == green and tree_hash(outgoing) == blue and not incoming.exists()
     else:
         assert tree_hash(target) == blue and tree_hash(incoming) == green and not outgoing.exists()
+
+
+def test_filesystem_refusing_exchange_falls_back_to_journaled_renames(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No filesystem available here refuses RENAME_EXCHANGE, so the kernel's EINVAL is injected at the
+    syscall wrapper; everything after it (journal rewrite, entry renames) runs for real."""
+    import errno
+
+    target, incoming, outgoing, journal = _two_dirs(tmp_path)
+    blue, green = tree_hash(target), tree_hash(incoming)
+
+    def refuse(a: Path, b: Path) -> None:
+        raise OSError(errno.EINVAL, "Invalid argument", str(a))
+
+    monkeypatch.setattr(swap, "rename_exchange", refuse)
+    out = swap.swap("promote", target, incoming, outgoing, journal)
+    assert out.mechanism == "fallback"
+    assert swap.load_journal(journal).mechanism == "fallback"  # type: ignore[union-attr]
+    assert tree_hash(target) == green and tree_hash(outgoing) == blue and not incoming.exists()

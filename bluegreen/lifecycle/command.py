@@ -275,7 +275,9 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
         return result(phase=state.phase, source_version=state.source_version, target_version=state.target_version,
                       space=state.space, snapshot=snap, migration=report, warnings=warnings,
                       message=f"staged: green at {lay.green_dir} migrated from version {state.source_version} "
-                              f"to {state.target_version}", next_step=NEXT_STEP[state.phase])
+                              f"to {state.target_version}"
+                              + (f"; space: {snapshot.describe_space(state.space)}" if snap and state.space else ""),
+                      next_step=NEXT_STEP[state.phase])
 
 
 def _stage_snapshot(lay: Layout, store: StateStore, state: StagingState, target_version: int,
