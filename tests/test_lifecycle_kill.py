@@ -123,3 +123,19 @@ def test_abort_killed_midway_is_finished_by_next_command(tmp_path: Path) -> None
     rc, st = cli_json("status", "--data-dir", str(node))
     assert rc == 0 and st["phase"] == "NONE" and st["recovered"]
     assert not (tmp_path / "node.bluegreen").exists() and tree_hash(node) == blue
+
+
+@pytest.mark.parametrize("op", ["promote", "rollback"])
+def test_killed_between_fallback_phases_the_same_command_recovers_and_completes(tmp_path: Path, op: str) -> None:
+    """Killed when every old entry has left the data dir and no new one arrived: the dir holds no database,
+    yet re-running the same command must recover (undo) and then do its job."""
+    node, blue, green = _verified(tmp_path)
+    if op == "rollback":
+        command.promote(node)
+    proc = run_cli(op, "--data-dir", str(node), env_extra={"BLUEGREEN_KILL_AT": f"{op}.swap.fallback_between",
+                                                           **FALLBACK})
+    assert proc.returncode == -9, proc.stderr
+    assert not any(node.iterdir())  # the mixed state this test is about
+    rc, res = cli_json(op, "--data-dir", str(node), env_extra=FALLBACK)
+    assert rc == 0 and res["recovered"] and res["mechanism"] == "fallback", res
+    assert tree_hash(node) == (green if op == "promote" else blue)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from bluegreen.durable import atomic_write_json, fsync_dir, fsync_file
 from bluegreen.errors import (
-    BadInputError,
     DriftError,
     MigrationError,
     PreflightError,
@@ -166,12 +165,6 @@ def _finish_abort(lay: Layout) -> list[str]:
         pass  # someone put files there: leave them
     fsync_dir(lay.staging_dir.parent)
     return removed
-
-
-def _open(lay: Layout, create: bool = False) -> tuple[StateStore, StagingState | None, list[str]]:
-    store = StateStore(lay.staging_dir)
-    state, notes = _recover(lay, store, store.load())
-    return store, state, notes
 
 
 NEXT_STEP = {

@@ -7,6 +7,7 @@ must then sit inside the mount (given explicitly, so we never create anything in
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,15 @@ def default_data_dir(home: Path | None = None) -> Path:
                         "choose one with --data-dir")
 
 
+def _staged_db_name(staging_dir: Path) -> str:
+    """The database file name recorded by stage (default byteball.sqlite)."""
+    try:
+        name = json.loads((staging_dir / "state.json").read_text()).get("db_name")
+    except (OSError, ValueError):
+        name = None
+    return name if name in DB_NAMES else DB_NAMES[0]
+
+
 def _nearest_existing(path: Path) -> Path:
     p = path
     while not p.exists():
@@ -124,8 +134,6 @@ def resolve(data_dir: Path | None, staging_dir: Path | None, *, require_db: bool
     if not data_dir.is_dir():
         raise BadInputError(f"data dir {data_dir} does not exist or is not a directory",
                             "pass the node's data dir with --data-dir")
-    db_name = find_db_name(data_dir) if require_db else next(
-        (n for n in DB_NAMES if (data_dir / n).is_file()), DB_NAMES[0])
     mount = os.path.ismount(data_dir)
     if staging_dir is None:
         if mount:
@@ -153,5 +161,14 @@ def resolve(data_dir: Path | None, staging_dir: Path | None, *, require_db: bool
             "the final swap is a rename and cannot cross filesystems",
             "choose --staging-dir on the data dir's filesystem (the default sibling `<data-dir>.bluegreen` is)",
         )
+    present = next((n for n in DB_NAMES if (data_dir / n).is_file()), None)
+    if present is not None or not require_db:
+        db_name = find_db_name(data_dir) if present and require_db else (present or _staged_db_name(staging_dir))
+    elif (staging_dir / "swap-journal.json").exists():
+        # A swap was interrupted half-way (journaled fallback): the database may sit in the staging area
+        # right now. The command's recovery puts it back; the name comes from the state file.
+        db_name = _staged_db_name(staging_dir)
+    else:
+        db_name = find_db_name(data_dir)  # raises with the operator's message
     return Layout(data_dir=data_dir, staging_dir=staging_dir, db_name=db_name, exclude=exclude,
                   data_is_mountpoint=mount)

@@ -6,6 +6,7 @@ jump from e.g. MIGRATING to PROMOTED. Hooks see every transition (tests, progres
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from datetime import datetime, timezone
 from enum import Enum
@@ -187,16 +188,12 @@ class StateStore:
     def audit(self, event: str, note: str = "", from_phase: Phase | None = None,
               to_phase: Phase | None = None) -> None:
         """Append one durable line to audit.log."""
-        import os
-
         entry = AuditEntry(at=utcnow(), event=event, from_phase=from_phase, to_phase=to_phase, note=note,
                            pid=os.getpid())
         append_line_durably(self.audit_path, entry.model_dump_json())
 
     def transition(self, state: StagingState, to: Phase, note: str = "") -> StagingState:
         """Move `state` to phase `to` (checked against TRANSITIONS), save it, audit it, run the hooks."""
-        import os
-
         frm = state.phase
         if to not in TRANSITIONS[frm]:
             raise PreflightError(

@@ -104,6 +104,7 @@ def _run_fallback(j: SwapJournal, exclude: frozenset[str]) -> None:
     for name in j.entries_out:
         if not (j.outgoing / name).exists() and os.path.lexists(j.target / name):
             _move(j.target / name, j.outgoing / name)
+    killpoint(f"{j.op}.swap.fallback_between")  # every old entry moved out, no new one in yet
     for i, name in enumerate(j.entries_in):
         if os.path.lexists(j.incoming / name):
             _move(j.incoming / name, j.target / name)
