@@ -39,7 +39,7 @@ from bluegreen.engine.sqlsource import (
 from bluegreen.errors import BadInputError, MigrationError, SourceDataError
 from bluegreen.formats.feeds import data_feed_entries
 from bluegreen.formats.jsvalues import js_stringify
-from bluegreen.formats.networks import Network, detect_network, with_genesis
+from bluegreen.formats.networks import MAINNET, Network, detect_network, with_genesis
 from bluegreen.killpoints import killpoint
 from bluegreen.schema.runner import apply_schema_steps
 
@@ -254,12 +254,14 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
         steps = apply_schema_steps(conn, report.source_version, light=light)
         report.steps = steps.model_dump(mode="json") if hasattr(steps, "model_dump") else steps
         killpoint("engine.after_sql_steps")
-        network = _detect_network(conn, options.genesis_unit)
-        report.network, report.genesis_unit = network.name, network.genesis_unit
+        report.units_total = count_units(conn)
+        # A node that never synced has no units: nothing tells its network, and nothing needs one.
+        network = _detect_network(conn, options.genesis_unit) if report.units_total else MAINNET
+        report.network = network.name if report.units_total else "unknown (no units)"
+        report.genesis_unit = network.genesis_unit
         min_mci = read_min_retrievable_mci(conn)
         report.min_retrievable_mci = min_mci
         ctx = ReadContext(network=network, min_retrievable_mci=min_mci, light=light)
-        report.units_total = count_units(conn)
 
         if journal.phase in (JournalPhase.UNITS, JournalPhase.FEEDS):
             fresh = not build_dir.exists()
