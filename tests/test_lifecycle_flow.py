@@ -193,3 +193,11 @@ def test_rollback_refuses_after_node_wrote_and_force_overrides(tmp_path: Path) -
     # Green now differs from what was verified: promote asks for a new verify.
     with pytest.raises(DriftError, match="verify"):
         command.promote(node)
+
+
+def test_verify_warns_when_the_node_is_running(tmp_path: Path) -> None:
+    node, blue = _staged(tmp_path)
+    with holding(node / "byteball.sqlite", "sqlite-open") as pid:
+        v = command.verify(node)
+    assert v.passed and any("node is running" in w and str(pid) in w for w in v.warnings)
+    assert tree_hash(node) == blue

@@ -65,3 +65,18 @@ def test_stage_with_running_node_without_kv_warns_and_verify_catches_its_writes(
     v = command.verify(node)
     assert not v.passed and v.report is not None
     assert command.CHECK_BLUE_UNCHANGED in [c.name for c in v.report.failed_checks()]
+
+
+def test_light_node_goes_through_the_flow(tmp_path: Path) -> None:
+    node = tmp_path / "light"
+    generate_node_dir(node, units=40, version=28, seed=2, light=True, network="devnet")
+    blue = tree_hash(node)
+    st = command.stage(node)
+    assert st.phase == Phase.MIGRATED and st.migration and st.migration["light"] is True
+    assert command.verify(node).passed and tree_hash(node) == blue
+    green = tree_hash(tmp_path / "light.bluegreen" / "green")
+    assert "byteball-light.sqlite" in green
+    command.promote(node)
+    assert tree_hash(node) == green
+    command.rollback(node)
+    assert tree_hash(node) == blue

@@ -393,6 +393,12 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
                                 recovered=notes, next_step=NEXT_STEP[state.phase],
                                 message=f"already verified at {lv.finished_at:%Y-%m-%d %H:%M:%S} UTC and nothing "
                                         "changed since; nothing to do")
+        warnings = []
+        usage = noderunning.detect(lay.data_dir, lay.exclude)
+        if usage.running:
+            warnings.append("the node is running: verify reads blue while it may change, so blue-vs-green "
+                            "comparisons can be inconsistent; stop the node for a reliable report:\n"
+                            + usage.describe())
         report = verify_green(lay.data_dir, lay.green_dir, target_version=state.target_version, sample=sample,
                               genesis_unit=genesis_unit or state.genesis_unit, progress=progress)
         checks = list(report.checks)
@@ -418,7 +424,7 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
         return VerifyResult(
             command="verify", ok=report.passed, passed=report.passed, phase=state.phase, report=report,
             report_path=path, data_dir=lay.data_dir, staging_dir=lay.staging_dir, recovered=notes,
-            exit_code=0 if report.passed else VerificationFailed.exit_code,
+            warnings=warnings, exit_code=0 if report.passed else VerificationFailed.exit_code,
             message=("verify passed" if report.passed else f"verify FAILED: {failed}") + f"; report {path}",
             next_step=NEXT_STEP[state.phase] if report.passed else (
                 "upgrade stage (blue changed: re-stage)" if drift else
