@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from bisect import bisect_left, insort
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -26,6 +27,10 @@ SPECIALS = [
     "issue", "asset_pay", "definition_template", "adc", "private", "uri", "witnesses_list", "final_bad", "hc",
     "witnessing", "multi_ehcr", "shared_pay", "data_feed",
 ]
+
+
+def _seq(asset: dict[str, Any]) -> int:
+    return asset["seq"]
 
 
 def sql_date(ts: int) -> str:
@@ -87,6 +92,12 @@ class Generator:
         self.spent_by: list[tuple[Utxo, int]] = []  # recent good spends a double spend can conflict with
         self.locked: dict[str, int] = {}  # address -> node idx of its unstable definition change
         self.special_i = 0
+        # assets by state, each list in creation order (= b.assets order), kept up to date instead of
+        # re-scanning every asset for each asset unit (quadratic at 1M units)
+        self.asset_of_node: dict[int, dict[str, Any]] = {}
+        self.stable_unissued: list[dict[str, Any]] = []  # stable, variant 0/1, not issued yet
+        self.stable_v2: list[dict[str, Any]] = []  # stable, variant 2 (attested)
+        self.issued_assets: list[dict[str, Any]] = []
         self.last_parents: list[int] = []
         self.prev_parents: list[int] = []
         self.genesis = ""
@@ -124,12 +135,28 @@ class Generator:
             for u in p.outputs:
                 self.b.add_utxo(u)
         if n.is_stable:
-            for addr, idx in list(self.locked.items()):
-                if idx == n.idx:
-                    del self.locked[addr]
+            if self.locked:
+                for addr, idx in list(self.locked.items()):
+                    if idx == n.idx:
+                        del self.locked[addr]
+            if n.idx in self.asset_of_node:
+                self._asset_became_stable(self.asset_of_node.pop(n.idx))
         n.flushed = True
         if n.is_free:
             self.flushed_free.append(n.idx)
+
+    # ----- asset bookkeeping
+    def _asset_became_stable(self, asset: dict[str, Any]) -> None:
+        insort(self.stable_v2 if asset["variant"] == 2 else self.stable_unissued, asset, key=_seq)
+
+    def _asset_payable(self, asset: dict[str, Any]) -> bool:
+        """any(_usable(u, asset) for u in users + [definer]), from the holder sets."""
+        unit, locked = asset["unit"], self.locked
+        holders = self.b.asset_holders.get(unit)
+        if holders and (not locked or any(h not in locked for h in holders)):
+            return True
+        definer = asset["definer"]
+        return definer not in locked and self.b.has_funds(definer, unit)
 
     # ----- helpers
     def _version(self, i: int) -> str:
@@ -331,14 +358,13 @@ class Generator:
     def _compose_asset_use(self, i: int, kind: str, version: str, v2: bool, revealed: dict[str, list[Any]],
                            payments: list[PaymentMeta], fee: int) -> tuple[Built | None, str]:
         b, rng = self.b, self.rng
-        candidates = [a for a in b.assets if self.dag.nodes[a["node"]].is_stable]
+        # each list holds stable assets in creation order, as a filter of b.assets would
         if kind == "issue":
-            candidates = [a for a in candidates if not a["issued"] and a["variant"] in (0, 1)]
+            candidates = self.stable_unissued
         elif kind == "asset_pay":
-            candidates = [a for a in candidates if a["issued"] and any(
-                self._usable(u, a["unit"]) for u in b.users + [b.by_address[a["definer"]]])]
+            candidates = [a for a in self.issued_assets if self._asset_payable(a)]
         else:
-            candidates = [a for a in candidates if a["variant"] == 2]
+            candidates = self.stable_v2
         if not candidates:
             return None, kind
         asset = candidates[rng.randrange(len(candidates))]
@@ -360,6 +386,8 @@ class Generator:
                 amount = 10**12 if asset["variant"] == 0 else 10**6
                 inputs: list[dict[str, Any]] = [{"type": "issue", "serial_number": 1, "amount": amount}]
                 asset["issued"] = True
+                del self.stable_unissued[bisect_left(self.stable_unissued, asset["seq"], key=_seq)]
+                insort(self.issued_assets, asset, key=_seq)
             else:
                 src = self.b.take(payer.address, asset["unit"])
                 inputs = [{"unit": src.unit, "message_index": src.message_index, "output_index": src.output_index}]
@@ -434,8 +462,14 @@ class Generator:
             self.final_bad_nodes.append(node.idx)
             self.final_bad_units[node.idx] = unit
             self.stats.final_bad += 1
-        if self.spent_by and self.spent_by[-1][1] == -1:
-            self.spent_by = [(u, node.idx if s == -1 else s) for (u, s) in self.spent_by[-64:]]
+        spent_by = self.spent_by
+        if spent_by and spent_by[-1][1] == -1:
+            # the unresolved spends are this unit's, all at the tail
+            j = len(spent_by) - 1
+            while j >= 0 and spent_by[j][1] == -1:
+                spent_by[j] = (spent_by[j][0], node.idx)
+                j -= 1
+            del spent_by[:-64]
         for m in unit.get("messages", ()):
             self.stats.messages[m["app"]] = self.stats.messages.get(m["app"], 0) + 1
             if m["app"] == "poll":
@@ -443,8 +477,13 @@ class Generator:
             if m["app"] == "asset":
                 p = m["payload"]
                 variant = 1 if p.get("fixed_denominations") else (2 if p.get("spender_attested") else 0)
-                self.b.assets.append({"unit": unit["unit"], "node": node.idx, "variant": variant,
-                                      "definer": unit["authors"][0]["address"], "issued": False})
+                asset = {"unit": unit["unit"], "node": node.idx, "variant": variant,
+                         "definer": unit["authors"][0]["address"], "issued": False, "seq": len(self.b.assets)}
+                self.b.assets.append(asset)
+                if node.is_stable:
+                    self._asset_became_stable(asset)
+                else:
+                    self.asset_of_node[node.idx] = asset
         self.stats.kinds[built.kind] = self.stats.kinds.get(built.kind, 0) + 1
         if self.on_unit is not None:
             self.on_unit(unit)
@@ -513,6 +552,7 @@ class Generator:
         w.executemany("UPDATE units SET is_free=0 WHERE unit=?",
                       [(dag.nodes[i].unit,) for i in self.flushed_free if not dag.nodes[i].is_free])
         w.executemany("UPDATE outputs SET is_spent=1 WHERE unit=? AND message_index=? AND output_index=?", self.spent)
+        w.restore_indexes()  # before voiding: its DELETEs look rows up by unit in every table
         if not self.light:
             self._void()
         w.flush()

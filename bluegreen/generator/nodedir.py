@@ -136,11 +136,14 @@ def generate_node_dir(out: Path, *, units: int, version: int, light: bool = Fals
     started = time.perf_counter()
     conn = apsw.Connection(str(db_path))
     try:
-        conn.execute("PRAGMA journal_mode=WAL")  # what ocore's sqlite_pool sets
+        # one bulk transaction into a throwaway file: no rollback journal and no WAL (a WAL would hold the
+        # whole database once more and be copied back by the checkpoint); WAL mode is set at the end
+        conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")  # a generator: speed over crash safety of a throwaway file
         conn.execute("PRAGMA cache_size=-512000")  # random base64 keys: keep the indexes in memory while inserting
         conn.execute("BEGIN")
         writer = SqlWriter(conn)
+        writer.defer_indexes()  # re-created by the generator's last step, before it voids units
         gen = Generator(writer, n_units=units, schema_version=version, light=light, network=net, seed=seed,
                         on_unit=_on_unit)
         # millions of long-lived acyclic objects: the cyclic GC would rescan them all again and again
@@ -151,7 +154,9 @@ def generate_node_dir(out: Path, *, units: int, version: int, light: bool = Fals
         finally:
             if gc_was_enabled:
                 gc.enable()
+        writer.restore_indexes()  # already done by gen.run(); a no-op unless it changes
         conn.execute("COMMIT")
+        conn.execute("PRAGMA journal_mode=WAL")  # what ocore's sqlite_pool sets: node databases are WAL files
         if stuck_at_30:
             conn.execute("BEGIN")
             apply_schema_steps(conn, version, light=light, target=30)

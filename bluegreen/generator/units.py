@@ -65,7 +65,7 @@ def make_address(definition: list[Any], paths: list[str], is_witness: bool = Fal
     return Address(get_chash160(definition), definition, paths, is_witness=is_witness)
 
 
-@dataclass
+@dataclass(slots=True)
 class Utxo:
     """A spendable output."""
 
@@ -135,6 +135,9 @@ class ContentBuilder:
         self.shared = make_address(shared_def, ["r.0", "r.1"])
         self.by_address: dict[str, Address] = {a.address: a for a in [*self.witnesses, *self.users, self.shared]}
         self.pool: dict[tuple[str, str | None], deque[Utxo]] = {}
+        # asset -> users holding a stable unspent output of it: "can anyone pay this asset" without a scan
+        self.asset_holders: dict[str, set[str]] = {}
+        self.user_addresses = frozenset(a.address for a in self.users)
         self.witness_list = [w.address for w in self.witnesses]
         self.oracle = self.users[1]
         self.attestor = self.users[2]
@@ -147,7 +150,13 @@ class ContentBuilder:
     # ----- pools
     def add_utxo(self, u: Utxo) -> None:
         """Make an output spendable (called when its unit becomes stable)."""
-        self.pool.setdefault((u.address, u.asset), deque()).append(u)
+        key = (u.address, u.asset)
+        q = self.pool.get(key)
+        if q is None:
+            q = self.pool[key] = deque()
+        q.append(u)
+        if u.asset is not None and u.address in self.user_addresses:
+            self.asset_holders.setdefault(u.asset, set()).add(u.address)
 
     def has_funds(self, address: str, asset: str | None = None) -> bool:
         """Whether `address` has a stable unspent output of `asset`."""
@@ -156,7 +165,11 @@ class ContentBuilder:
 
     def take(self, address: str, asset: str | None = None) -> Utxo:
         """Spend the oldest stable output of `address`."""
-        return self.pool[(address, asset)].popleft()
+        q = self.pool[(address, asset)]
+        u = q.popleft()
+        if not q and asset is not None:
+            self.asset_holders.get(asset, set()).discard(address)
+        return u
 
     # ----- common parts
     def _authors(self, addrs: list[Address], revealed: dict[str, list[Any]]) -> list[dict[str, Any]]:

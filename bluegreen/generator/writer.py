@@ -97,6 +97,27 @@ class SqlWriter:
         self.buf: dict[str, list[tuple[Any, ...]]] = {t: [] for t in self.sql}
         self.pending = 0
         self.counts: dict[str, int] = {t: 0 for t in self.sql}
+        self.deferred_indexes: list[str] = []  # CREATE INDEX statements dropped for the bulk load
+
+    def defer_indexes(self) -> None:
+        """Drop the non-unique secondary indexes until `restore_indexes`: building each index once from
+        sorted data is far cheaper than updating ~50 b-trees keyed by random base64 on every insert.
+        Unique indexes and table constraints stay, so OR IGNORE and constraint errors behave as before."""
+        rows = list(self.conn.execute(
+            "SELECT m.name, m.sql, l.\"unique\" FROM sqlite_master m JOIN pragma_index_list(m.tbl_name) l "
+            "ON l.name = m.name WHERE m.type='index' AND m.sql IS NOT NULL ORDER BY m.rowid"))
+        for name, sql, unique in rows:
+            if unique:
+                continue
+            self.conn.execute(f'DROP INDEX "{name}"')
+            self.deferred_indexes.append(sql)
+
+    def restore_indexes(self) -> None:
+        """Write every queued row, then re-create the indexes `defer_indexes` dropped (same SQL text)."""
+        self.flush()
+        for sql in self.deferred_indexes:
+            self.conn.execute(sql)
+        self.deferred_indexes = []
 
     def has_table(self, table: str) -> bool:
         """Whether this schema version has `table`."""
