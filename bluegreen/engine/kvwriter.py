@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
 
-from bluegreen.engine.rocks_options import node_compatible_options
+from bluegreen.engine.rocks_options import finish_for_node, node_compatible_options
 
 # Keys the v31 step owns: everything under these prefixes is rebuilt from SQL.
 MIGRATED_PREFIXES: tuple[bytes, ...] = (b"j\n", b"df\n", b"dfv\n")
@@ -47,8 +47,7 @@ class KvBuilder:
 
     def close(self) -> None:
         """Flush memtables to SST files and close; the directory is then complete on disk."""
-        self.db.flush(True)
-        self.db.close()
+        finish_for_node(self.db)
 
 
 def iter_kv(path: Path, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
