@@ -7,6 +7,7 @@ dir) is only ever read, except by the swap in promote/rollback."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import time
@@ -15,16 +16,19 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bluegreen.durable import atomic_write_json, fsync_dir, fsync_file
+from bluegreen.durable import atomic_write_json, atomic_write_text, fsync_dir, fsync_file
 from bluegreen.errors import (
+    BluegreenError,
     DriftError,
     MigrationError,
+    OutOfSpaceError,
     PreflightError,
     SourceDataError,
     VerificationFailed,
 )
 from bluegreen.lifecycle import fingerprint as fpmod
-from bluegreen.lifecycle import greendiff, layout as layoutmod, noderunning, snapshot, swap as swapmod
+from bluegreen.lifecycle import greendiff, layout as layoutmod, noderunning, snapshot, storage_errors
+from bluegreen.lifecycle import swap as swapmod
 from bluegreen.lifecycle.killpoints import killpoint
 from bluegreen.lifecycle.layout import Layout
 from bluegreen.lifecycle.lock import StagingLock, is_locked, read_holder_pid
@@ -64,7 +68,14 @@ GREEN_STAGED = {Phase.MIGRATED, Phase.VERIFIED, Phase.ROLLED_BACK}
 @contextmanager
 def _locked(lay: Layout, create: bool) -> Iterator[StateStore]:
     if create:
-        lay.staging_dir.mkdir(exist_ok=True)
+        try:
+            lay.staging_dir.mkdir(exist_ok=True)
+        except OSError as exc:  # read-only mount, immutable parent, permissions: the operator's to fix
+            raise PreflightError(
+                f"cannot create the staging area {lay.staging_dir}: {exc.strerror}",
+                "make its parent writable, or give --staging-dir on a writable place of the data dir's "
+                "filesystem and mount",
+            ) from exc
         fsync_dir(lay.staging_dir.parent)
     with StagingLock(lay.lock_path):
         yield StateStore(lay.staging_dir)
@@ -330,13 +341,83 @@ def _stage_migrate(lay: Layout, store: StateStore, state: StagingState,
     except MigrationError as exc:
         rep = getattr(exc, "report", None)
         state.migration_report = rep.model_dump(mode="json") if rep is not None else None
-        state.last_error = exc.message
+        full = _every_failure(lay, exc, rep)
+        state.last_error = full.message
+        store.transition(state, Phase.FAILED, "migration failed: " + exc.message.splitlines()[0])
+        raise full from exc
+    except (KeyboardInterrupt, SystemExit):
+        raise  # left MIGRATING: the next stage resumes from the engine's journal
+    except BluegreenError as exc:  # e.g. the engine's SourceDataError: green is not promotable, say why
+        state.last_error = str(exc)
         store.transition(state, Phase.FAILED, "migration failed: " + exc.message.splitlines()[0])
         raise
+    except Exception as exc:
+        raise _migration_storage_error(lay, store, state, exc) from exc
     killpoint("stage.after_migration")
     state.migration_report = report.model_dump(mode="json")
     store.transition(state, Phase.MIGRATED, f"migrated in {report.elapsed_seconds:.1f}s")
     return state.migration_report
+
+
+MAX_FAILURES_IN_MESSAGE = 50
+
+
+def _every_failure(lay: Layout, exc: MigrationError, rep: object) -> MigrationError:
+    """The engine's error with every failing unit and its reason: in the message (the first
+    MAX_FAILURES_IN_MESSAGE) and, all of them, in `<staging>/reports/migration-failures.txt`."""
+    failures = list(getattr(rep, "failures", []) or [])
+    total = int(getattr(rep, "failures_total", len(failures)) or len(failures))
+    if not failures:
+        return exc
+    lines = [f"{f.unit}: {f.reason}: {f.detail}" for f in failures]
+    lay.reports_dir.mkdir(exist_ok=True)
+    path = lay.reports_dir / "migration-failures.txt"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    shown = lines[:MAX_FAILURES_IN_MESSAGE]
+    more = total - len(shown)
+    msg = (f"{total} unit(s) of the source cannot be migrated; the copy was left at its version, "
+           f"blue is untouched:\n    " + "\n    ".join(shown)
+           + (f"\n    ... and {more} more" if more > 0 else "") + f"\n  every failing unit: {path}")
+    out = MigrationError(msg, exc.hint)
+    out.report = rep  # type: ignore[attr-defined]
+    return out
+
+
+def _migration_storage_error(lay: Layout, store: StateStore, state: StagingState, exc: Exception) -> Exception:
+    """Turn a storage failure during the migration of the copy into our error (or return `exc` unchanged).
+
+    Disk full: the engine's journal makes the run resumable, so the phase stays MIGRATING and the next
+    `upgrade stage` resumes once there is room. A damaged rocksdb/ copied from blue: FAILED, like any
+    damaged source."""
+    if storage_errors.is_out_of_space(exc):
+        est = snapshot.estimate_space(lay)
+        need = est.kv_estimate_bytes + est.margin_bytes
+        err = OutOfSpaceError(
+            f"the staging filesystem filled up while migrating the copy ({exc}). Blue is untouched; the "
+            f"migration is kept resumable in {lay.staging_dir}. It needs about {need / snapshot.MiB:.1f} MiB "
+            f"free for the KV store and its margin (KV estimate {est.kv_estimate_bytes / snapshot.MiB:.1f} MiB + "
+            f"margin {est.margin_bytes / snapshot.MiB:.1f} MiB); free now {est.free_bytes / snapshot.MiB:.1f} MiB",
+            f"free at least {max(need - est.free_bytes, 0) / snapshot.MiB:.1f} MiB on the staging filesystem, "
+            "then re-run `upgrade stage` (it resumes from the engine's journal)",
+        )
+        state.last_error = err.message
+        try:
+            store.save(state)  # best effort: the disk is full, and MIGRATING is already recorded
+        except OSError:
+            pass
+        return err
+    corrupt = storage_errors.rocksdb_corruption(exc)
+    if corrupt is not None:
+        err = SourceDataError(
+            f"the node's KV store is damaged: RocksDB reports, on the page-for-page copy of "
+            f"{lay.data_dir / 'rocksdb'}: {corrupt}",
+            "repair or restore the node's rocksdb/ (or move it aside if the node is stuck at version 30: its "
+            "keys are rebuilt from SQL), then re-run `upgrade stage`; nothing was changed in the data dir",
+        )
+        state.last_error = err.message
+        store.transition(state, Phase.FAILED, "source KV store is damaged")
+        return err
+    return exc
 
 
 # ---------------------------------------------------------------- verify
@@ -433,6 +514,33 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
 
 # ---------------------------------------------------------------- promote
 
+# The kernel refuses to rename: read-only mount, immutable dir (chattr +i), permissions, or a bind mount
+# that makes the staging area look like the same filesystem while renames cannot cross it.
+_CANNOT_RENAME = (errno.EPERM, errno.EACCES, errno.EROFS, errno.EXDEV, errno.EBUSY)
+
+
+def _swap_or_refuse(op: str, lay: Layout, store: StateStore, state: StagingState, incoming: Path, outgoing: Path,
+                    back: Phase) -> swapmod.SwapOutcome:
+    """The swap; when the kernel refuses a rename, undo what moved and refuse clearly (state back to `back`)."""
+    try:
+        return swapmod.swap(op, lay.data_dir, incoming, outgoing, lay.swap_journal, lay.exclude,
+                            lay.data_is_mountpoint)
+    except OSError as exc:
+        if exc.errno not in _CANNOT_RENAME or not lay.swap_journal.exists():
+            raise
+        undone = swapmod.recover(lay.swap_journal)  # puts back whatever moved (usually nothing)
+        if undone is not None and undone.result == "completed":
+            return undone  # every entry had already arrived: the swap did take effect
+        swapmod.finish(lay.swap_journal)
+        store.transition(state, back, f"{op} refused: the kernel refused a rename ({exc})")
+        raise PreflightError(
+            f"cannot {op}: a rename in the swap was refused ({exc}). The data dir {lay.data_dir} or its parent is "
+            "read-only, immutable (chattr +i), on a read-only mount, or the staging area is on another mount; "
+            "nothing was moved",
+            f"make the data dir and its parent writable (chattr -i, remount read-write, same mount as "
+            f"{lay.staging_dir}), then re-run `upgrade {op}`",
+        ) from exc
+
 
 def _sync_other_files(lay: Layout, state: StagingState, blue_now: fpmod.Fingerprint) -> tuple[list[str], list[str]]:
     """Copy blue's changed non-database files into green (a conf.json edit since stage survives)."""
@@ -496,8 +604,7 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None) -> Pr
         state.green_fingerprint_promoted = fpmod.take(lay.green_dir)
         store.transition(state, Phase.PROMOTING, f"swapping {lay.green_dir} into {lay.data_dir}")
         killpoint("promote.before_swap")
-        outcome = swapmod.swap("promote", lay.data_dir, lay.green_dir, lay.previous_dir, lay.swap_journal,
-                               lay.exclude, lay.data_is_mountpoint)
+        outcome = _swap_or_refuse("promote", lay, store, state, lay.green_dir, lay.previous_dir, Phase.VERIFIED)
         killpoint("promote.after_swap")
         state.last_swap = SwapRecord(op="promote", mechanism=outcome.mechanism, at=utcnow())
         store.transition(state, Phase.PROMOTED, f"swap by {outcome.mechanism}")
@@ -539,8 +646,7 @@ def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, f
         store.transition(state, Phase.ROLLING_BACK,
                          "forced rollback discarding changes:\n" + changes.describe() if changes.changed else "")
         killpoint("rollback.before_swap")
-        outcome = swapmod.swap("rollback", lay.data_dir, lay.previous_dir, lay.green_dir, lay.swap_journal,
-                               lay.exclude, lay.data_is_mountpoint)
+        outcome = _swap_or_refuse("rollback", lay, store, state, lay.previous_dir, lay.green_dir, Phase.PROMOTED)
         killpoint("rollback.after_swap")
         state.last_swap = SwapRecord(op="rollback", mechanism=outcome.mechanism, at=utcnow())
         store.transition(state, Phase.ROLLED_BACK, f"swap by {outcome.mechanism}")
@@ -614,7 +720,8 @@ def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> Sta
                         source_version=state.source_version, target_version=state.target_version,
                         data_dir_version=dver, green_version=green_ver, sizes=sizes, progress=state.progress,
                         timings=_timings(state), last_verify=state.last_verify, last_swap=state.last_swap,
-                        blue_drift=drift, node=node, last_error=state.last_error, message=msg, next_step=nxt)
+                        blue_drift=drift, node=node, last_error=state.last_error,
+                        migration_report=state.migration_report, message=msg, next_step=nxt)
 
 
 def abort(data_dir: Path | None = None, staging_dir: Path | None = None) -> AbortResult:

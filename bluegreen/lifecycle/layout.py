@@ -121,6 +121,37 @@ def _nearest_existing(path: Path) -> Path:
     return p
 
 
+def _unescape_mountinfo(field: str) -> str:
+    # /proc/self/mountinfo escapes space, tab, newline and backslash as \ooo octal.
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mount_of(path: Path) -> str | None:
+    """The mount point (from /proc/self/mountinfo) holding `path`, or None when that cannot be read."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    real = os.path.realpath(path)
+    best: str | None = None
+    for line in lines:
+        parts = line.split(" ")
+        if len(parts) < 5:
+            continue
+        mp = _unescape_mountinfo(parts[4])
+        if (real == mp or real.startswith(mp.rstrip("/") + "/")) and (best is None or len(mp) >= len(best)):
+            best = mp  # later lines win on ties: the most recent mount on a path hides the older ones
+    return best
+
+
 def resolve(data_dir: Path | None, staging_dir: Path | None, *, require_db: bool = True) -> Layout:
     """Check and resolve the data dir and staging area (read-only; creates nothing)."""
     if data_dir is None:
@@ -160,6 +191,15 @@ def resolve(data_dir: Path | None, staging_dir: Path | None, *, require_db: bool
             f"the staging area {staging_dir} is on another filesystem than the data dir {data_dir}; "
             "the final swap is a rename and cannot cross filesystems",
             "choose --staging-dir on the data dir's filesystem (the default sibling `<data-dir>.bluegreen` is)",
+        )
+    data_mount, staging_mount = mount_of(data_dir), mount_of(_nearest_existing(staging_dir))
+    if data_mount is not None and staging_mount is not None and data_mount != staging_mount and not mount:
+        # Same st_dev but another mount (a bind mount): renames between them fail with EXDEV.
+        raise PreflightError(
+            f"the staging area {staging_dir} is on another mount ({staging_mount}) than the data dir {data_dir} "
+            f"({data_mount}); the final swap is a rename and cannot cross mounts",
+            "choose --staging-dir under the same mount as the data dir (the default sibling `<data-dir>.bluegreen` "
+            "is, unless the data dir itself is reached through a bind mount)",
         )
     present = next((n for n in DB_NAMES if (data_dir / n).is_file()), None)
     if present is not None or not require_db:

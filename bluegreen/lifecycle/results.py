@@ -90,6 +90,7 @@ class StatusResult(CommandResult):
     blue_drift: list[str] = Field(default_factory=list)
     node: NodeUsage | None = None
     last_error: str | None = None
+    migration_report: dict[str, Any] | None = None  # the engine's report: every failing unit and its reason
 
 
 class AbortResult(CommandResult):

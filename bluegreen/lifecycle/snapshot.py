@@ -135,6 +135,14 @@ def _backup(src: apsw.Connection, dst_path: Path, progress: Progress | None) -> 
     return pages
 
 
+def _page_size(db_path: Path) -> int:
+    """The page size from the SQLite header (bytes 16-17, big-endian; 1 means 65536)."""
+    with open(db_path, "rb") as f:
+        raw = f.read(18)[16:18]
+    v = int.from_bytes(raw, "big") if len(raw) == 2 else 0
+    return 65536 if v == 1 else v
+
+
 def backup_sqlite(db_path: Path, dst_path: Path, progress: Progress | None = None) -> tuple[int, bool]:
     """Consistent copy of `db_path` into `dst_path` via the backup API; returns (pages, read immutably)."""
     header = fpmod.read_sqlite_header(db_path)
@@ -151,6 +159,15 @@ def backup_sqlite(db_path: Path, dst_path: Path, progress: Progress | None = Non
             src.close()
     except apsw.FullError as exc:
         raise OSError(errno.ENOSPC, str(exc)) from exc
+    except (apsw.CorruptError, apsw.NotADBError) as exc:
+        # SQLite's text can be as bare as "not an error" for a file cut short: say what it means.
+        size = db_path.stat().st_size
+        expected = header.page_count * _page_size(db_path)
+        short = f"; the file has {size} bytes, its header promises {expected}" if expected > size else ""
+        raise SourceDataError(
+            f"{db_path} is damaged (SQLite: {type(exc).__name__}: {exc}{short}); nothing was changed in the data dir",
+            "restore the node's database from a backup (or resync the node); then re-run `upgrade stage`",
+        ) from exc
     except apsw.Error as exc:
         raise SourceDataError(f"cannot read {db_path} with SQLite: {exc}",
                               "if the node was killed mid-write, start and stop it once so SQLite recovers "
