@@ -4,6 +4,7 @@ to the writer, and writes the `units` / `unit_authors` / `balls` rows when the D
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import random
 from bisect import bisect_left, insort
 from dataclasses import dataclass, field
@@ -35,7 +36,13 @@ def _seq(asset: dict[str, Any]) -> int:
 
 def sql_date(ts: int) -> str:
     """SQLite's CURRENT_TIMESTAMP text for a unix time."""
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    day, sec = divmod(ts, 86400)  # UTC days have 86400 s in unix time
+    return f"{_sql_day(day)} {sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}"
+
+
+@functools.lru_cache(maxsize=64)
+def _sql_day(day: int) -> str:
+    return dt.datetime.fromtimestamp(day * 86400, dt.timezone.utc).strftime("%Y-%m-%d")
 
 
 @dataclass

@@ -54,7 +54,7 @@ TABLES: dict[str, tuple[str, ...]] = {
 OR_IGNORE = {"definitions", "addresses", "witness_list_hashes"}
 MAX_PROFILE_FIELD_LENGTH = 50
 MAX_PROFILE_VALUE_LENGTH = 100
-FLUSH_ROWS = 20000
+FLUSH_UNITS = 2000  # units of content (about 20,000 rows) between executemany rounds
 
 
 def has_references(definition: Any) -> bool:
@@ -94,8 +94,10 @@ class SqlWriter:
         # before a later schema fix, asset_attestors' key was (unit, message_index): one attestor per message
         pk = [r[1] for r in conn.execute("PRAGMA table_info(asset_attestors)") if r[5]]
         self.multi_attestors = "attestor_address" in pk
-        self.buf: dict[str, list[tuple[Any, ...]]] = {t: [] for t in self.sql}
-        self.pending = 0
+        # every table of TABLES gets a list, so `add` is a bare append; rows of tables this schema lacks
+        # are dropped, and missing columns cut out, at flush time
+        self.buf: dict[str, list[tuple[Any, ...]]] = {t: [] for t in TABLES}
+        self.units_queued = 0
         self.counts: dict[str, int] = {t: 0 for t in self.sql}
         self.deferred_indexes: list[str] = []  # CREATE INDEX statements dropped for the bulk load
 
@@ -124,23 +126,23 @@ class SqlWriter:
         return table in self.sql
 
     def add(self, table: str, row: tuple[Any, ...]) -> None:
-        """Queue one row given in TABLES column order (columns the schema lacks are dropped)."""
-        if table not in self.sql:
-            return
-        idx = self.keep[table]
-        self.buf[table].append(row if len(idx) == len(row) else tuple(row[i] for i in idx))
-        self.pending += 1
-        if self.pending >= FLUSH_ROWS:
-            self.flush()
+        """Queue one row of a TABLES table, given in TABLES column order (columns the schema lacks are
+        dropped when written)."""
+        self.buf[table].append(row)
 
     def flush(self) -> None:
-        """Write every queued row."""
+        """Write every queued row (per table in insertion order, so rowids are as if written one by one)."""
         for table, rows in self.buf.items():
-            if rows:
+            if not rows:
+                continue
+            if table in self.sql:
+                idx = self.keep[table]
+                if len(idx) != len(TABLES[table]):
+                    rows[:] = [tuple(r[i] for i in idx) for r in rows]
                 self.conn.executemany(self.sql[table], rows)
                 self.counts[table] += len(rows)
-                rows.clear()
-        self.pending = 0
+            rows.clear()
+        self.units_queued = 0
 
     def executemany(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
         """Run a fix-up statement (after flushing so it sees every row)."""
@@ -155,8 +157,9 @@ class SqlWriter:
         definitions and signatures, messages and their per-app tables, inputs, outputs."""
         u = unit["unit"]
         add = self.add
-        for p in unit.get("parent_units", ()):
-            add("parenthoods", (u, p))
+        buf = self.buf
+        if "parent_units" in unit:
+            buf["parenthoods"].extend([(u, p) for p in unit["parent_units"]])
         if "witnesses" in unit:
             from bluegreen.formats.hashing import get_base64_hash
             for w in unit["witnesses"]:
@@ -173,8 +176,9 @@ class SqlWriter:
                 if chash == a["address"]:
                     add("addresses", (a["address"], creation_date))
             if "content_hash" not in unit:
-                for path, sig in a["authentifiers"].items():
-                    add("authentifiers", (u, a["address"], path, sig))
+                address = a["address"]
+                buf["authentifiers"].extend([(u, address, path, sig) for path, sig in a["authentifiers"].items()])
+        messages_rows = buf["messages"]
         for i, m in enumerate(unit.get("messages", ())):
             app = m["app"]
             payload = m.get("payload")
@@ -184,8 +188,8 @@ class SqlWriter:
                     text_payload = payload
                 elif app in ("data", "profile", "attestation", "definition_template"):
                     text_payload = js_stringify(payload)
-            add("messages", (u, i, app, m["payload_hash"], m["payload_location"], text_payload, m.get("payload_uri"),
-                             m.get("payload_uri_hash")))
+            messages_rows.append((u, i, app, m["payload_hash"], m["payload_location"], text_payload,
+                                  m.get("payload_uri"), m.get("payload_uri_hash")))
             if m["payload_location"] == "inline":
                 self._inline(u, i, app, payload, first_author)
             for j, sp in enumerate(m.get("spend_proofs", ())):
@@ -193,21 +197,29 @@ class SqlWriter:
         if "earned_headers_commission_recipients" in unit:
             for r in unit["earned_headers_commission_recipients"]:
                 add("earned_headers_commission_recipients", (u, r["address"], r["earned_headers_commission_share"]))
+        inputs_rows, outputs_rows = buf["inputs"], buf["outputs"]
         for pm in payments:
-            m = unit["messages"][pm.message_index]
-            pl = m["payload"]
+            mi = pm.message_index
+            pl = unit["messages"][mi]["payload"]
             asset = pl.get("asset")
+            denomination = pm.denomination
             for j, inp in enumerate(pl["inputs"]):
                 t = inp.get("type", "transfer")
-                transfer = t == "transfer"
-                hc = t in ("witnessing", "headers_commission")
-                addr = first_author if single else (pm.input_addresses[j] if transfer else inp["address"])
-                add("inputs", (u, pm.message_index, j, t, inp["unit"] if transfer else None,
-                               inp["message_index"] if transfer else None, inp["output_index"] if transfer else None,
-                               inp["from_main_chain_index"] if hc else None, inp["to_main_chain_index"] if hc else None,
-                               pm.denomination, inp.get("amount"), inp.get("serial_number"), asset, pm.is_unique, addr))
-            for j, out in enumerate(pl["outputs"]):
-                add("outputs", (u, pm.message_index, j, out["address"], int(out["amount"]), asset, pm.denomination, 1))
+                if t == "transfer":
+                    inputs_rows.append((u, mi, j, t, inp["unit"], inp["message_index"], inp["output_index"], None, None,
+                                        denomination, inp.get("amount"), inp.get("serial_number"), asset,
+                                        pm.is_unique, first_author if single else pm.input_addresses[j]))
+                else:
+                    hc = t in ("witnessing", "headers_commission")
+                    inputs_rows.append((u, mi, j, t, None, None, None, inp["from_main_chain_index"] if hc else None,
+                                        inp["to_main_chain_index"] if hc else None, denomination, inp.get("amount"),
+                                        inp.get("serial_number"), asset, pm.is_unique,
+                                        first_author if single else inp["address"]))
+            outputs_rows.extend([(u, mi, j, out["address"], int(out["amount"]), asset, denomination, 1)
+                                 for j, out in enumerate(pl["outputs"])])
+        self.units_queued += 1
+        if self.units_queued >= FLUSH_UNITS:
+            self.flush()
 
     def _inline(self, u: str, i: int, app: str, payload: Any, first_author: str) -> None:
         add = self.add
