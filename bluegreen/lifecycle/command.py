@@ -444,6 +444,23 @@ def _probe_node(node_modules: Path, lay: Layout, target_version: int) -> VerifyC
                               f"sqlite3 {res.sqlite3_version}")
 
 
+def _node_modules_for_probe(lay: Layout, given: Path | None) -> tuple[Path | None, str | None]:
+    """The node_modules to probe green with: the operator's choice, else the node app found next to the
+    data dir (its package.json names the data dir). Returns (path or None, a note for the operator)."""
+    if given is not None:
+        return given, None
+    from bluegreen.nodecompat import find_node_modules
+
+    found = find_node_modules(lay.data_dir)
+    if found is None:
+        return None, ("the node's own libraries were not probed: no node app with level-rocksdb was found for "
+                      f"{lay.data_dir.name}; pass --node-modules PATH to read green with them before promote")
+    if shutil.which("node") is None:
+        return None, (f"found the node's libraries in {found} but no `node` on PATH: the compatibility probe "
+                      "did not run; run verify where the node's Node.js is on PATH")
+    return found, f"probing green with the node's own libraries found in {found}"
+
+
 def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sample: int | None = None,
            node_modules: Path | None = None, genesis_unit: str | None = None,
            progress: ProgressFn | None = None) -> VerifyResult:
@@ -488,6 +505,9 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
             checked=len(state.blue_fingerprint.db_files) if state.blue_fingerprint else 0, failed=len(drift),
             first_failures=drift,
             detail="" if not drift else "blue changed since stage: run `upgrade stage` again (re-stage)"))
+        node_modules, probe_note = _node_modules_for_probe(lay, node_modules)
+        if probe_note:
+            warnings.append(probe_note)
         if node_modules is not None:
             checks.append(_probe_node(node_modules, lay, state.target_version))
         report = report.model_copy(update={"checks": checks, "passed": all(c.passed for c in checks),
