@@ -271,7 +271,12 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
         warnings: list[str] = []
         if state.phase not in (Phase.SNAPSHOTTED, Phase.MIGRATING):
             snap, warnings = _stage_snapshot(lay, store, state, target_version, progress)
-        report = _stage_migrate(lay, store, state, progress)
+        try:
+            report = _stage_migrate(lay, store, state, progress)
+        except OSError as exc:  # e.g. the state file cannot be saved on a full disk
+            if not storage_errors.is_out_of_space(exc):
+                raise
+            raise _out_of_space_migrating(lay, exc) from exc
         after = _blue_drift(lay, state)
         if after:
             warnings.append("blue changed while staging (the node is running?); promote will refuse until "
@@ -383,6 +388,20 @@ def _every_failure(lay: Layout, exc: MigrationError, rep: object) -> MigrationEr
     return out
 
 
+def _out_of_space_migrating(lay: Layout, exc: BaseException) -> OutOfSpaceError:
+    """ENOSPC after the copy was made: the numbers the migration still needs, and that it resumes."""
+    est = snapshot.estimate_space(lay)
+    need = est.kv_estimate_bytes + est.margin_bytes
+    return OutOfSpaceError(
+        f"the staging filesystem filled up while migrating the copy ({exc}). Blue is untouched; the "
+        f"migration is kept resumable in {lay.staging_dir}. It needs about {need / snapshot.MiB:.1f} MiB "
+        f"free for the KV store and its margin (KV estimate {est.kv_estimate_bytes / snapshot.MiB:.1f} MiB + "
+        f"margin {est.margin_bytes / snapshot.MiB:.1f} MiB); free now {est.free_bytes / snapshot.MiB:.1f} MiB",
+        f"free at least {max(need - est.free_bytes, 0) / snapshot.MiB:.1f} MiB on the staging filesystem, "
+        "then re-run `upgrade stage` (it resumes from the engine's journal)",
+    )
+
+
 def _migration_storage_error(lay: Layout, store: StateStore, state: StagingState, exc: Exception) -> Exception:
     """Turn a storage failure during the migration of the copy into our error (or return `exc` unchanged).
 
@@ -390,16 +409,7 @@ def _migration_storage_error(lay: Layout, store: StateStore, state: StagingState
     `upgrade stage` resumes once there is room. A damaged rocksdb/ copied from blue: FAILED, like any
     damaged source."""
     if storage_errors.is_out_of_space(exc):
-        est = snapshot.estimate_space(lay)
-        need = est.kv_estimate_bytes + est.margin_bytes
-        err = OutOfSpaceError(
-            f"the staging filesystem filled up while migrating the copy ({exc}). Blue is untouched; the "
-            f"migration is kept resumable in {lay.staging_dir}. It needs about {need / snapshot.MiB:.1f} MiB "
-            f"free for the KV store and its margin (KV estimate {est.kv_estimate_bytes / snapshot.MiB:.1f} MiB + "
-            f"margin {est.margin_bytes / snapshot.MiB:.1f} MiB); free now {est.free_bytes / snapshot.MiB:.1f} MiB",
-            f"free at least {max(need - est.free_bytes, 0) / snapshot.MiB:.1f} MiB on the staging filesystem, "
-            "then re-run `upgrade stage` (it resumes from the engine's journal)",
-        )
+        err = _out_of_space_migrating(lay, exc)
         state.last_error = err.message
         try:
             store.save(state)  # best effort: the disk is full, and MIGRATING is already recorded
