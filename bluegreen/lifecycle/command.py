@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bluegreen.durable import atomic_write_json, atomic_write_text, fsync_dir, fsync_file
 from bluegreen.errors import (
+    BadInputError,
     BluegreenError,
     DriftError,
     MigrationError,
@@ -710,9 +711,12 @@ def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> Sta
     node = noderunning.detect(lay.data_dir, lay.exclude)
     dver = _version(lay.data_dir, lay.db_name)
     if not (lay.staging_dir / "state.json").exists() and not (lay.staging_dir / "swap-journal.json").exists():
-        return StatusResult(**base, phase=Phase.NONE, data_dir_version=dver, node=node,
+        # A command that just took the lock may not have written its state yet: still say who runs.
+        holder = read_holder_pid(lay.lock_path) if is_locked(lay.lock_path) else None
+        return StatusResult(**base, phase=Phase.NONE, data_dir_version=dver, node=node, locked_by_pid=holder,
                             sizes={"data_dir": _du(lay.data_dir)},
-                            message=f"nothing staged; the data dir is at version {dver}",
+                            message=f"nothing staged; the data dir is at version {dver}"
+                                    + (f" (an upgrade command is running now, pid {holder})" if holder else ""),
                             next_step=NEXT_STEP[Phase.NONE])
     notes: list[str] = []
     locked_by = None
@@ -762,7 +766,23 @@ def abort(data_dir: Path | None = None, staging_dir: Path | None = None) -> Abor
         return AbortResult(**base, noop=True, phase=Phase.NONE, message="nothing to abort: no staging area",
                            next_step=NEXT_STEP[Phase.NONE])
     with _locked(lay, create=False) as store:
-        state, notes = _recover(lay, store, store.load())
+        try:
+            loaded = store.load()
+        except BadInputError as exc:
+            # A state file we cannot read (edited, or left by another version): abort is the way out, as long
+            # as nothing says an upgrade is live. blue-previous/ or a swap journal mean it may be: refuse.
+            if lay.previous_dir.exists() or lay.swap_journal.exists():
+                raise PreflightError(
+                    f"{exc.message}; and {lay.staging_dir} holds blue-previous/ or a swap journal, so the data dir "
+                    "may hold upgraded data: abort will not guess",
+                    "inspect the staging area by hand (blue-previous/ is the old data); never delete it blindly",
+                ) from exc
+            removed = _finish_abort(lay)
+            return AbortResult(**base, phase=Phase.NONE, removed=removed,
+                               recovered=[f"unreadable state file dropped: {exc.message}"],
+                               message=f"aborted: removed {lay.staging_dir}; the data dir was not touched",
+                               next_step=NEXT_STEP[Phase.NONE])
+        state, notes = _recover(lay, store, loaded)
         if state is not None and state.phase == Phase.PROMOTED:
             raise PreflightError("the upgrade is promoted: the data dir holds the upgraded data and the old data "
                                  f"is in {lay.previous_dir}; abort would lose the way back",

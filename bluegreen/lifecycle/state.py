@@ -171,8 +171,20 @@ class StateStore:
         """The saved state, or None when there is none."""
         if not self.path.exists():
             return None
+        raw = self.path.read_bytes()
         try:
-            return StagingState.model_validate_json(self.path.read_bytes())
+            fmt = json.loads(raw).get("format")
+        except (ValueError, AttributeError):
+            fmt = STATE_FORMAT  # unparseable: reported below
+        if fmt != STATE_FORMAT:
+            raise BadInputError(
+                f"the state file {self.path} has format {fmt!r}, this bluegreen reads format {STATE_FORMAT}: it was "
+                "left by another version of the tool",
+                "finish or undo that upgrade with the version that started it, or (before promote only) run "
+                "`upgrade abort` to drop its staging area",
+            )
+        try:
+            return StagingState.model_validate_json(raw)
         except ValueError as exc:
             raise BadInputError(
                 f"the state file {self.path} is unreadable: {exc}",
