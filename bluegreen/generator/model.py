@@ -14,7 +14,7 @@ The planner knows nothing about unit contents: the caller computes the unit id a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from bluegreen.formats.hashing import get_ball_hash
@@ -45,7 +45,7 @@ class Node:
     is_on_mc: bool = False
     is_stable: bool = False
     ball: str | None = None
-    skiplist: list[int] = field(default_factory=list)
+    skiplist: tuple[int, ...] = ()  # shared empty tuple: no list per node at 1M nodes
     flushed: bool = False  # its `units` row was handed to the writer
 
 
@@ -191,7 +191,7 @@ class Dag:
             parent_balls = sorted(nodes[p].ball for p in n.parents)  # type: ignore[misc]
             skiplist_balls: list[str] = []
             if n is top and mci > 0:
-                n.skiplist = [self.mc[m] for m in similar_mcis(mci)]
+                n.skiplist = tuple(self.mc[m] for m in similar_mcis(mci))
                 skiplist_balls = sorted(nodes[s].ball for s in n.skiplist)  # type: ignore[misc]
             n.ball = get_ball_hash(n.unit, parent_balls, skiplist_balls, n.final_bad)
         self.last_stable_mci = mci
