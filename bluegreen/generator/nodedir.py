@@ -27,6 +27,7 @@ from bluegreen.schema.runner import apply_schema_steps
 
 MIN_VERSION = 6
 MAX_VERSION = 29
+CACHE_KIB = 2_000_000  # SQLite page cache while generating (filled only as the file grows: ~2 GB at 1M units)
 
 
 class GeneratedNode(BaseModel):
@@ -140,7 +141,7 @@ def generate_node_dir(out: Path, *, units: int, version: int, light: bool = Fals
         # whole database once more and be copied back by the checkpoint); WAL mode is set at the end
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")  # a generator: speed over crash safety of a throwaway file
-        conn.execute("PRAGMA cache_size=-512000")  # random base64 keys: keep the indexes in memory while inserting
+        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")  # random base64 keys: keep the b-trees in memory while inserting
         conn.execute("BEGIN")
         writer = SqlWriter(conn)
         writer.defer_indexes()  # re-created by the generator's last step, before it voids units
