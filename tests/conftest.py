@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,15 @@ def devnet_v29(tmp_path: Path) -> Path:
 def devnet_v31(tmp_path: Path) -> Path:
     """A writable copy of the real version-31 devnet node dir (with rocksdb/)."""
     return writable_copy(DEVNET_V31, tmp_path / "devnet-v31")
+
+
+@pytest.fixture(scope="session")
+def node_modules() -> Path:
+    """The node's own npm libraries (level-rocksdb 5 + sqlite3 5) from the repo's cache, built by
+    scripts/build-node-libs on first use (a few minutes on a fresh machine)."""
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not on PATH: the node-compatibility tests need Node.js with npm")
+    out = subprocess.run([str(REPO / "scripts" / "build-node-libs")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return Path(out.stdout.strip().splitlines()[-1]) / "node_modules"

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
 from test_lifecycle_support import cli_json, make_node, run_cli
 
 pytestmark = pytest.mark.node
-
-
-@pytest.fixture(scope="session")
-def node_modules() -> Path:
-    """level-rocksdb 5 + sqlite3 5 from the repo's cache (scripts/build-node-libs builds them on first use)."""
-    for tool in ("node", "npm"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not on PATH: the node-compatibility tests need Node.js with npm")
-    out = subprocess.run([str(REPO / "scripts" / "build-node-libs")], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    return Path(out.stdout.strip().splitlines()[-1]) / "node_modules"
 
 
 def test_verify_with_node_modules_reads_green_with_the_node_libraries(tmp_path: Path, node_modules: Path) -> None:

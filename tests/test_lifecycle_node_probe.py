@@ -12,7 +12,6 @@ import pytest
 from bluegreen.errors import BluegreenError
 from bluegreen.generator import generate_node_dir
 from bluegreen.lifecycle import command
-from tests.test_node_compat import node_modules  # noqa: F401 - the session fixture building the real libs
 
 pytestmark = pytest.mark.node
 APP = "headless-obyte"
@@ -33,7 +32,7 @@ def make_node(home: Path, modules: Path) -> Path:
     return data
 
 
-def test_verify_probes_green_with_the_node_app_found_beside_the_data_dir(tmp_path: Path, node_modules: Path) -> None:  # noqa: F811
+def test_verify_probes_green_with_the_node_app_found_beside_the_data_dir(tmp_path: Path, node_modules: Path) -> None:
     data = make_node(tmp_path / "home", node_modules)
     command.stage(data)
     result = command.verify(data)
@@ -44,7 +43,7 @@ def test_verify_probes_green_with_the_node_app_found_beside_the_data_dir(tmp_pat
     command.promote(data)
 
 
-def test_a_failed_probe_fails_verify_and_promote_refuses(tmp_path: Path, node_modules: Path) -> None:  # noqa: F811
+def test_a_failed_probe_fails_verify_and_promote_refuses(tmp_path: Path, node_modules: Path) -> None:
     broken = tmp_path / "broken_modules"
     broken.mkdir()
     for entry in node_modules.iterdir():

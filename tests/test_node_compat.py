@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,17 +23,6 @@ pytestmark = pytest.mark.node
 
 UNIT = "pLzHaCisvxkfgwyBDzgvZzhPp37ZKnuMOxiI3QwXxqM="
 ADDRESS = "ZQFHJXFWT2OCEBXF26GFXJU4MPASWPJT"
-
-
-@pytest.fixture(scope="session")
-def node_modules() -> Path:
-    """level-rocksdb 5 + sqlite3 5, from the repo's cache (built on first use, ~2-8 minutes)."""
-    for tool in ("node", "npm"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not on PATH: the node-compatibility tests need Node.js with npm")
-    out = subprocess.run([str(REPO / "scripts" / "build-node-libs")], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    return Path(out.stdout.strip().splitlines()[-1]) / "node_modules"
 
 
 def sample_entries() -> dict[bytes, bytes]:

@@ -284,9 +284,11 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
         report.orphan_data_feed_rows = _count_orphan_feeds(conn)
         _fill_report(report, journal)
         if journal.failures_total:
+            shown = "; ".join(f"{f.unit}: {f.reason}" for f in journal.failures[:5])
+            more = f"; and {journal.failures_total - 5} more" if journal.failures_total > 5 else ""
             raise MigrationError(
-                f"{journal.failures_total} unit(s) cannot be migrated (first: {journal.failures[0].unit}: "
-                f"{journal.failures[0].reason}); the copy was left at version {report.source_version}",
+                f"{journal.failures_total} unit(s) cannot be migrated ({shown}{more}); the copy was left at "
+                f"version {report.source_version}",
                 hint="see the migration report for every failing unit; the live node is untouched. "
                      "Repair or resync the source database, then run `upgrade stage` again",
             )

@@ -321,7 +321,7 @@ def _stage_snapshot(lay: Layout, store: StateStore, state: StagingState, target_
         _rmtree(lay.green_dir)
         store.transition(state, Phase.FAILED, "source fails PRAGMA quick_check")
         raise SourceDataError(
-            f"the source database fails PRAGMA quick_check (checked on a page-for-page copy):\n    "
+            "the source database fails PRAGMA quick_check (checked on a page-for-page copy):\n    "
             + "\n    ".join(problems[:20]),
             "repair the node's database first (e.g. restore a backup); nothing was changed in the data dir",
         )
