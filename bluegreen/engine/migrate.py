@@ -307,8 +307,6 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
     except MigrationError as exc:
         exc.report = report  # type: ignore[attr-defined]
         raise
-    except JointError as exc:  # pragma: no cover - collected per unit, never escapes
-        raise MigrationError(str(exc)) from exc
     finally:
         if not committed:
             try:
