@@ -54,3 +54,17 @@ def node_modules() -> Path:
     out = subprocess.run([str(REPO / "scripts" / "build-node-libs")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return Path(out.stdout.strip().splitlines()[-1]) / "node_modules"
+
+
+def _listing(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_fixtures_stay_untouched():
+    """The shared fixtures are read-only material: no test may leave a -wal/-shm, an OPTIONS file or any
+    other change in them (as root, read-only permissions do not stop SQLite or RocksDB)."""
+    before = _listing(FIXTURES)
+    yield
+    after = _listing(FIXTURES)
+    assert after == before, f"tests changed ../shared/fixtures: {sorted(set(after) ^ set(before)) or 'mtimes/sizes'}"
