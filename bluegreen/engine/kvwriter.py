@@ -9,9 +9,9 @@ import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import WriteBatch, WriteOptions
 
-from bluegreen.engine.rocks_options import finish_for_node, node_compatible_options
+from bluegreen.engine.rocks_options import finish_for_node, open_node_compatible, open_read_only
 
 # Keys the v31 step owns: everything under these prefixes is rebuilt from SQL.
 MIGRATED_PREFIXES: tuple[bytes, ...] = (b"j\n", b"df\n", b"dfv\n")
@@ -27,7 +27,7 @@ class KvBuilder:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.db = Rdict(str(path), node_compatible_options())
+        self.db = open_node_compatible(path)
         self._sync = WriteOptions()
         self._sync.sync = True
 
@@ -55,8 +55,7 @@ def iter_kv(path: Path, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
 
     Opens the dir read-only, which still writes OPTIONS/config files into it: only call this on our
     own copies, never on the live node's `rocksdb/`."""
-    opts = Options(raw_mode=True)
-    db = Rdict(str(path), opts, access_type=AccessType.read_only())
+    db = open_read_only(path)
     try:
         it = db.iter()
         it.seek(prefix) if prefix else it.seek_to_first()

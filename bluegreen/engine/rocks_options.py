@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rocksdict import BlockBasedOptions, ChecksumType, DBCompressionType, Options, Rdict
+from rocksdict import AccessType, BlockBasedOptions, ChecksumType, DBCompressionType, Options, Rdict
 
 # RocksDB 9.8.4 writes table format_version 6 by default; 6.17.3 knows up to 5
 # ("Corruption: Unknown Footer version"). 2..5 all read back (measured); 4 is what the node's own
@@ -55,6 +55,14 @@ def open_node_compatible(path: Path) -> Rdict:
     format 6 / xxh3 files the node cannot read. (Re-opening an existing dir, rocksdict takes the table
     options from the dir's latest OPTIONS file, measured, so they stay node-compatible.)"""
     return Rdict(str(path), node_compatible_options())
+
+
+def open_read_only(path: Path) -> Rdict:
+    """Open a KV dir read-only in raw mode (keys and values are plain bytes).
+
+    Even read-only, rocksdict writes OPTIONS/config files into the dir: only call this on our own
+    copies, never on the live node's `rocksdb/`."""
+    return Rdict(str(path), Options(raw_mode=True), access_type=AccessType.read_only())
 
 
 def finish_for_node(db: Rdict) -> None:

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, Field
-from rocksdict import AccessType, Options, Rdict
 
 from bluegreen.durable import fsync_dir, fsync_file
+from bluegreen.engine.rocks_options import open_read_only
 from bluegreen.lifecycle import fingerprint as fpmod
 from bluegreen.lifecycle.snapshot import copy_tree_files, open_readonly_quiet
 
@@ -72,7 +72,7 @@ def iter_kv_keys(kv_dir: Path, scratch: Path) -> Iterator[bytes]:
     scratch.mkdir(parents=True)
     rels = ["rocksdb/" + r for r in fpmod.walk_files(kv_dir) if r != "LOCK"]
     copy_tree_files(kv_dir.parent, scratch, rels, link_sst=True)
-    db = Rdict(str(scratch / "rocksdb"), options=Options(raw_mode=True), access_type=AccessType.read_only())
+    db = open_read_only(scratch / "rocksdb")
     try:
         for key in db.keys():
             yield bytes(key)

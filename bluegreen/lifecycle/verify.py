@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import apsw
-from rocksdict import AccessType, Options, Rdict
+from rocksdict import Rdict
 
+from bluegreen.engine.rocks_options import open_read_only
 from bluegreen.errors import BadInputError
 from bluegreen.formats.feeds import data_feed_entries
 from bluegreen.formats.hashing import get_ball_hash, get_unit_hash
@@ -29,6 +29,7 @@ from bluegreen.formats.jsvalues import js_parse
 from bluegreen.formats.networks import Network, detect_network
 from bluegreen.schema import drift, reference
 from bluegreen.schema.steps import LAST_SQL_STEP, AtomicBlock, Statement, steps_between
+from bluegreen.lifecycle.snapshot import open_readonly_quiet
 from bluegreen.lifecycle.verify_models import MAX_FIRST_FAILURES, VerifyCheck, VerifyReport
 
 Progress = Callable[[str, int, int], None]
@@ -106,23 +107,19 @@ def _db_path(data_dir: Path) -> tuple[Path, bool]:
 def open_readonly(db_path: Path) -> apsw.Connection:
     """Open an SQLite file read-only, leaving no file behind in its directory.
 
-    With a `-wal` or `-journal` beside it: `mode=ro`, because committed data may sit in the WAL (or a
-    hot journal must stop us). Without them every committed page is in the main file, and `mode=ro`
-    would still create an empty `-wal` and a `-shm` next to a WAL-mode database (measured: it does,
-    and they stay), so we add `immutable=1`. That is safe only while nobody writes the file: verify
+    A WAL-mode database without a `-wal` has every committed page in the main file, and `mode=ro`
+    would still create an empty `-wal` and a `-shm` next to it (measured: it does, and they stay), so
+    the snapshot's quiet open adds `immutable=1` there; otherwise plain `mode=ro` (committed data may
+    sit in an existing WAL). That is safe only while nobody writes the file: verify
     runs with the node stopped, and a node starting meanwhile could only mislead the report."""
-    path = db_path.resolve()
-    side_files = [path.with_name(path.name + suffix) for suffix in ("-wal", "-journal")]
-    params = "mode=ro" if any(p.exists() for p in side_files) else "mode=ro&immutable=1"
-    uri = "file:" + quote(str(path)) + "?" + params
-    return apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    return open_readonly_quiet(db_path.resolve())
 
 
 def open_kv_readonly(kv_dir: Path) -> Rdict:
     """Open a RocksDB dir read-only in raw mode (keys and values are plain bytes)."""
     if not kv_dir.is_dir():
         raise BadInputError(f"no key-value store at {kv_dir}", hint="run `upgrade stage` again; green is incomplete")
-    return Rdict(str(kv_dir), options=Options(raw_mode=True), access_type=AccessType.read_only())
+    return open_read_only(kv_dir)
 
 
 def _kv_range(kv: Rdict, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
