@@ -28,7 +28,7 @@ from bluegreen.errors import (
     VerificationFailed,
 )
 from bluegreen.lifecycle import fingerprint as fpmod
-from bluegreen.lifecycle import greendiff, layout as layoutmod, noderunning, snapshot, storage_errors
+from bluegreen.lifecycle import greendiff, layout as layoutmod, noderunning, ownership, snapshot, storage_errors
 from bluegreen.lifecycle import swap as swapmod
 from bluegreen.lifecycle.killpoints import killpoint
 from bluegreen.lifecycle.layout import Layout
@@ -58,6 +58,7 @@ PROGRESS_SAVE_SECONDS = 5.0
 KV_KEYS_FILE = "green-kv-keys-at-promote.txt"
 CHECK_BLUE_UNCHANGED = "blue_unchanged_since_stage"
 CHECK_NODE_COMPAT = "node_library_reads_green"
+CHECK_OWNERSHIP = "green_ownership_is_blues"
 
 # Phases in which green sits in the staging area, fully migrated.
 GREEN_STAGED = {Phase.MIGRATED, Phase.VERIFIED, Phase.ROLLED_BACK}
@@ -234,6 +235,7 @@ def _preflight_stage(lay: Layout, target_version: int) -> tuple[int, list[str]]:
         warnings.append("the node is running; the SQLite copy is consistent, but anything it writes from now on "
                         "is drift and promote will refuse it (stop the node before promote, re-stage if needed):\n"
                         + usage.describe())
+    ownership.preflight_blue(lay.data_dir, lay.exclude)  # before copying: our copies can carry blue's owners
     return version, warnings
 
 
@@ -278,6 +280,7 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
             if not storage_errors.is_out_of_space(exc):
                 raise
             raise _out_of_space_migrating(lay, exc) from exc
+        ownership.apply(lay.green_dir, ownership.record(lay.data_dir, lay.exclude))
         after = _blue_drift(lay, state)
         if after:
             warnings.append("blue changed while staging (the node is running?); promote will refuse until "
@@ -521,6 +524,7 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
             warnings.append(probe_note)
         if node_modules is not None:
             checks.append(_probe_node(node_modules, lay, state.target_version))
+        checks.append(ownership.verify_check(CHECK_OWNERSHIP, lay.green_dir, lay.data_dir, lay.exclude))
         report = report.model_copy(update={"checks": checks, "passed": all(c.passed for c in checks),
                                            "finished_at": datetime.now(timezone.utc)})
         lay.reports_dir.mkdir(exist_ok=True)
@@ -627,11 +631,15 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None) -> Pr
                              + "\n    ".join(drift[:20]),
                              "stop the node and re-stage: `upgrade stage`, `upgrade verify`, then promote")
         noderunning.ensure_stopped(lay.data_dir, lay.exclude)
+        owners = ownership.preflight_blue(lay.data_dir, lay.exclude)
+        ownership.ensure_can_apply(lay.green_dir, owners)  # refuse before changing anything
         copied, removed = _sync_other_files(lay, state, blue_now)
         # Baseline for rollback: what green holds at the moment it goes live.
         state.green_row_counts_promoted = greendiff.row_counts(lay.green_dir / lay.db_name)
         state.green_kv_keys_promoted = greendiff.save_kv_keys(lay.green_dir / "rocksdb", lay.work_dir / "kv-probe",
                                                               lay.work_dir / KV_KEYS_FILE)
+        ownership.save(owners, lay.work_dir / ownership.RECORD_NAME)  # rollback checks the old blue against it
+        ownership.apply(lay.green_dir, owners)  # green becomes the data dir: blue's owners and modes
         state.green_fingerprint_promoted = fpmod.take(lay.green_dir)
         store.transition(state, Phase.PROMOTING, f"swapping {lay.green_dir} into {lay.data_dir}")
         killpoint("promote.before_swap")
@@ -674,6 +682,7 @@ def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, f
                 "the node wrote to the upgraded data since promote; a rollback would lose:\n" + changes.describe(),
                 "keep the upgraded data (start the node again), or run `upgrade rollback --force` to discard it",
             )
+        restored = ownership.restore_before_rollback(lay.previous_dir, lay.work_dir / ownership.RECORD_NAME)
         store.transition(state, Phase.ROLLING_BACK,
                          "forced rollback discarding changes:\n" + changes.describe() if changes.changed else "")
         killpoint("rollback.before_swap")
@@ -682,7 +691,8 @@ def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, f
         state.last_swap = SwapRecord(op="rollback", mechanism=outcome.mechanism, at=utcnow())
         store.transition(state, Phase.ROLLED_BACK, f"swap by {outcome.mechanism}")
         swapmod.finish(lay.swap_journal)
-        warn = []
+        warn = [f"{restored} path(s) of the old data had lost their owner/group/mode and were restored"] \
+            if restored else []
         if changes.changed:
             warn.append("changes made by the node after promote were discarded (they stay in the staged green):\n"
                         + changes.describe())
