@@ -14,17 +14,20 @@ from typing import Any, Optional
 import typer
 from pydantic import BaseModel
 
+from bluegreen import signals
 from bluegreen.errors import BluegreenError
 from bluegreen.lifecycle import command
 from bluegreen.lifecycle.results import CommandResult, ErrorResult, StatusResult, VerifyResult
+from bluegreen.version import tool_version
 
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 70
 
 app = typer.Typer(
     name="upgrade",
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help=(
         "Blue/green upgrade of an Obyte (ocore) node database to schema version 31.\n\n"
         "The node's data dir (blue) is only ever READ, except by the final swap in `promote` (and `rollback`),"
@@ -38,10 +41,33 @@ app = typer.Typer(
 )
 
 DataDir = typer.Option(None, "--data-dir", help="The node's data dir (default: the one ~/.config/<app> holding "
-                       "byteball.sqlite or byteball-light.sqlite).", file_okay=False)
+                       "byteball.sqlite or byteball-light.sqlite).")
 StagingDir = typer.Option(None, "--staging-dir", help="Staging area (default: <data-dir>.bluegreen, same "
                           "filesystem as the data dir).", file_okay=False)
-JsonOut = typer.Option(False, "--json", help="Print one JSON document (schemas/*.schema.json) instead of text.")
+JsonOut = typer.Option(False, "--json", metavar="", help="Print one JSON document (schemas/*.schema.json) instead of text.")
+Yes = typer.Option(False, "--yes", "-y", metavar="", help="Do not ask for confirmation (for scripts). On a terminal the "
+                   "command asks first.")
+
+
+def _confirm(question: str, yes: bool, as_json: bool) -> None:
+    """Ask on a terminal unless --yes; without a terminal (scripts) go ahead as before."""
+    if yes or as_json or not sys.stdin.isatty():
+        return
+    if not typer.confirm(question, default=False):
+        typer.echo("not confirmed; nothing was done", err=True)
+        raise typer.Exit(1)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"bluegreen {tool_version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _global(version: bool = typer.Option(False, "--version", metavar="", help="Print the tool version and exit.",
+                                         callback=_version_callback, is_eager=True)) -> None:
+    """Blue/green upgrade of an Obyte (ocore) node database to schema version 31."""
 
 
 class Progress:
@@ -137,10 +163,15 @@ def _run(name: str, as_json: bool, fn: Any, **kwargs: Any) -> None:
             if exc.hint:
                 typer.echo(f"next step: {exc.hint}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        typer.echo(f"\nupgrade {name}: interrupted; blue is untouched. Re-run `upgrade {name}` to resume "
-                   "(or `upgrade status`).", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt as exc:
+        why, code = ((f"interrupted by {exc.args[0]}", exc.exit_code) if isinstance(exc, signals.BluegreenInterrupted)
+                     else ("interrupted", EXIT_INTERRUPTED))
+        typer.echo(f"\nupgrade {name}: {why}; the state is saved and blue is untouched. Re-run `upgrade {name}` "
+                   "to resume (or `upgrade status`).", err=True)
+        if as_json:
+            _emit_json(ErrorResult(command=name, error="Interrupted", message=why,
+                                   hint=f"re-run `upgrade {name}` to resume", exit_code=code))
+        raise typer.Exit(code) from None
     except Exception as exc:  # a bug, not an operator error: show everything, keep a distinct exit code
         traceback.print_exc()
         if as_json:
@@ -184,25 +215,28 @@ def verify(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = Sta
 
 @app.command()
 def promote(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = StagingDir,
-            as_json: bool = JsonOut) -> None:
+            as_json: bool = JsonOut, yes: bool = Yes) -> None:
     """Swap the verified green copy in as the data dir (stop the node first).
 
     Refuses unless the latest verify passed and green is unchanged since, blue has not changed since stage,
     and nothing has the data dir open. Copies blue's changed small files (conf.json, ...) into green, then
     swaps the two directories with one atomic rename (renameat2 RENAME_EXCHANGE; a journaled rename sequence
     where that is impossible). The old data is kept in <staging>/blue-previous for rollback."""
+    _confirm("Swap the staged green copy in as the node's data dir (the node must be stopped)?", yes, as_json)
     _run("promote", as_json, command.promote, data_dir=data_dir, staging_dir=staging_dir)
 
 
 @app.command()
 def rollback(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = StagingDir, as_json: bool = JsonOut,
-             force: bool = typer.Option(False, "--force", help="Roll back even though the node wrote to the "
-                                        "upgraded data since promote (those writes are set aside, not kept live).")
-             ) -> None:
+             force: bool = typer.Option(False, "--force", metavar="", help="Roll back even though the node wrote to the "
+                                        "upgraded data since promote (those writes are set aside, not kept live)."),
+             yes: bool = Yes) -> None:
     """Swap the old data back in after a promote (stop the node first).
 
     Refuses, listing rows added per table and KV keys added, when the node wrote to the upgraded data since
     promote, unless --force. Touches only the two directories being swapped."""
+    _confirm("Swap the old data back in as the node's data dir"
+             + (", DISCARDING what the node wrote since promote" if force else "") + "?", yes, as_json)
     _run("rollback", as_json, command.rollback, data_dir=data_dir, staging_dir=staging_dir, force=force)
 
 
@@ -217,13 +251,15 @@ def status(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = Sta
 
 @app.command()
 def abort(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = StagingDir,
-          as_json: bool = JsonOut) -> None:
+          as_json: bool = JsonOut, yes: bool = Yes) -> None:
     """Remove green and the whole staging area (before promote only). Never touches the data dir."""
+    _confirm("Remove green and the whole staging area (the data dir is not touched)?", yes, as_json)
     _run("abort", as_json, command.abort, data_dir=data_dir, staging_dir=staging_dir)
 
 
 def main() -> None:
     """Entry point of `upgrade` and `python -m bluegreen`."""
+    signals.install()
     try:
         app()
     except BluegreenError as exc:  # pragma: no cover - _run catches these; belt and braces

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bluegreen.errors import BadInputError, PreflightError
 from bluegreen.lifecycle.fingerprint import DB_NAMES
+from bluegreen.lifecycle.pathhints import check_data_dir_arg
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ def resolve(data_dir: Path | None, staging_dir: Path | None, *, require_db: bool
     """Check and resolve the data dir and staging area (read-only; creates nothing)."""
     if data_dir is None:
         data_dir = default_data_dir()
+    check_data_dir_arg(data_dir)
     data_dir = Path(os.path.abspath(data_dir))
     if data_dir.is_symlink():
         raise BadInputError(

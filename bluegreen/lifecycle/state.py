@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from bluegreen.durable import append_line_durably, atomic_write_json
 from bluegreen.errors import BadInputError, PreflightError
 from bluegreen.lifecycle.fingerprint import Fingerprint
+from bluegreen.version import tool_version
 
 STATE_FORMAT = 1
 
@@ -116,6 +117,7 @@ class StagingState(BaseModel):
     """Everything the lifecycle knows about one staged upgrade (`<staging>/state.json`)."""
 
     format: int = STATE_FORMAT
+    tool_version: str | None = None  # bluegreen version that last saved this state (absent in older files)
     phase: Phase = Phase.NONE
     data_dir: Path
     staging_dir: Path
@@ -195,6 +197,7 @@ class StateStore:
     def save(self, state: StagingState) -> None:
         """Write the state durably (tmp + fsync + rename + fsync dir)."""
         state.updated_at = utcnow()
+        state.tool_version = tool_version()
         atomic_write_json(self.path, json.loads(state.model_dump_json()))
 
     def audit(self, event: str, note: str = "", from_phase: Phase | None = None,
