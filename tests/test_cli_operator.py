@@ -130,3 +130,46 @@ def test_non_tty_without_yes_proceeds_as_before(tmp_path: Path) -> None:
     run_cli("stage", "--data-dir", str(node), check=True)
     proc = run_cli("abort", "--data-dir", str(node))
     assert proc.returncode == 0 and "aborted" in proc.stdout
+
+
+def _signal_mid_stage(tmp_path: Path, sig: signal.Signals) -> tuple[int, str, Path, Path]:
+    from faultkit import fresh_node, spawn
+
+    node = fresh_node(tmp_path, "node", units=3000, seed=5)
+    staging = tmp_path / "node.bluegreen"
+    child = spawn("stage", "--data-dir", str(node))
+    deadline = time.monotonic() + 240
+    phase = ""
+    while time.monotonic() < deadline and child.poll() is None:
+        try:
+            phase = json.loads((staging / "state.json").read_text()).get("phase", "")
+        except (OSError, ValueError):
+            phase = ""
+        if phase == "MIGRATING":
+            break
+        time.sleep(0.05)
+    assert phase == "MIGRATING" and child.poll() is None, f"stage ended before it could be signalled ({phase})"
+    child.send_signal(sig)
+    _out, err = child.communicate(timeout=120)
+    return child.returncode, err, node, staging
+
+
+def _resumes_and_verifies(node: Path, staging: Path) -> None:
+    st = json.loads((staging / "state.json").read_text())
+    assert st["phase"] == "MIGRATING", st["phase"]  # saved, resumable
+    rc, res = cli_json("stage", "--data-dir", str(node))
+    assert rc == 0 and res["phase"] == "MIGRATED", res
+    rc, v = cli_json("verify", "--data-dir", str(node))
+    assert rc == 0 and v["passed"], v["message"]
+
+
+def test_sigterm_mid_stage_saves_state_exits_143_and_resumes(tmp_path: Path) -> None:
+    rc, err, node, staging = _signal_mid_stage(tmp_path, signal.SIGTERM)
+    assert rc == 143 and "interrupted by SIGTERM" in err and "Re-run `upgrade stage`" in err, (rc, err)
+    _resumes_and_verifies(node, staging)
+
+
+def test_sighup_mid_stage_saves_state_exits_129_and_resumes(tmp_path: Path) -> None:
+    rc, err, node, staging = _signal_mid_stage(tmp_path, signal.SIGHUP)
+    assert rc == 129 and "interrupted by SIGHUP" in err, (rc, err)
+    _resumes_and_verifies(node, staging)
