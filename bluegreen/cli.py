@@ -22,6 +22,7 @@ from bluegreen.version import tool_version
 
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 70
+EXIT_USAGE = 2  # click/typer usage errors: same code as BadInputError
 
 app = typer.Typer(
     name="upgrade",
@@ -257,10 +258,32 @@ def abort(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = Stag
     _run("abort", as_json, command.abort, data_dir=data_dir, staging_dir=staging_dir)
 
 
+def _json_usage_error(argv: list[str]) -> int | None:
+    """With --json, run the app without click's own error printing and turn a usage error into an ErrorResult."""
+    try:  # typer >= 0.2x vendors click; older typer uses the click package
+        from typer._click.exceptions import UsageError
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        from click.exceptions import UsageError  # type: ignore[no-redef]
+
+    known = {"stage", "verify", "promote", "rollback", "status", "abort"}
+    name = next((a for a in argv if a in known), "upgrade")
+    try:
+        rc = app(args=argv, standalone_mode=False)
+    except UsageError as exc:
+        _emit_json(ErrorResult(command=name, error="UsageError", message=exc.format_message(),
+                               hint=f"see `upgrade {'' if name == 'upgrade' else name + ' '}--help`",
+                               exit_code=EXIT_USAGE))
+        return EXIT_USAGE
+    return rc if isinstance(rc, int) else 0
+
+
 def main() -> None:
     """Entry point of `upgrade` and `python -m bluegreen`."""
     signals.install()
+    argv = sys.argv[1:]
     try:
+        if "--json" in argv:
+            sys.exit(_json_usage_error(argv))
         app()
     except BluegreenError as exc:  # pragma: no cover - _run catches these; belt and braces
         typer.echo(str(exc), err=True)

@@ -173,3 +173,15 @@ def test_sighup_mid_stage_saves_state_exits_129_and_resumes(tmp_path: Path) -> N
     rc, err, node, staging = _signal_mid_stage(tmp_path, signal.SIGHUP)
     assert rc == 129 and "interrupted by SIGHUP" in err, (rc, err)
     _resumes_and_verifies(node, staging)
+
+
+def test_json_holds_on_usage_errors(tmp_path: Path) -> None:
+    from bluegreen.lifecycle.results import ErrorResult
+
+    afile = tmp_path / "conf.json"
+    afile.write_text("{}")
+    for args, words in ((("verify", "--sample", "x"), "--sample"), (("stage", "--bogus"), "--bogus"),
+                        (("status", "--data-dir", str(afile)), "is a file")):
+        rc, doc = cli_json(*args)
+        err = ErrorResult.model_validate(doc)
+        assert rc == 2 and err.exit_code == 2 and words in err.message and err.hint, doc
