@@ -5,6 +5,7 @@ of docs/exit-codes.md. Errors print what went wrong and the next step."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
@@ -16,7 +17,7 @@ from pydantic import BaseModel
 
 from bluegreen import signals
 from bluegreen.errors import BluegreenError
-from bluegreen.lifecycle import command
+from bluegreen.lifecycle import command, pointer
 from bluegreen.lifecycle.results import CommandResult, ErrorResult, StatusResult, VerifyResult
 from bluegreen.version import tool_version
 
@@ -186,6 +187,24 @@ def _run(name: str, as_json: bool, fn: Any, **kwargs: Any) -> None:
     raise typer.Exit(result.exit_code)
 
 
+def _stage_remembering(**kw: Any) -> CommandResult:
+    """command.stage, then (also when interrupted) the pointer to a staging area given with --staging-dir."""
+    try:
+        return command.stage(**kw)
+    finally:
+        given = kw.get("staging_dir")
+        if given is not None and Path(given).is_dir() and kw.get("data_dir") is not None:
+            pointer.remember(Path(os.path.abspath(kw["data_dir"])), Path(os.path.abspath(given)))
+
+
+def _abort_forgetting(**kw: Any) -> CommandResult:
+    """command.abort, then the pointer goes too once the staging area it names is gone."""
+    result = command.abort(**kw)
+    if not result.staging_dir.exists():
+        pointer.forget(result.data_dir)
+    return result
+
+
 @app.command()
 def stage(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = StagingDir, as_json: bool = JsonOut,
           genesis_unit: Optional[str] = typer.Option(None, "--genesis-unit",
@@ -196,7 +215,7 @@ def stage(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = Stag
     Reads the data dir (SQLite through its backup API, rocksdb/ and other files copied, .sst hard-linked);
     writes only in the staging area. Refuses when the node is running with a KV store, when space is short,
     or when the source fails PRAGMA quick_check. Re-run after a crash or Ctrl-C: it resumes."""
-    _run("stage", as_json, command.stage, data_dir=data_dir, staging_dir=staging_dir, target_version=target_version,
+    _run("stage", as_json, _stage_remembering, data_dir=data_dir, staging_dir=staging_dir, target_version=target_version,
          genesis_unit=genesis_unit, progress=None if as_json else Progress())
 
 
@@ -255,7 +274,7 @@ def abort(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = Stag
           as_json: bool = JsonOut, yes: bool = Yes) -> None:
     """Remove green and the whole staging area (before promote only). Never touches the data dir."""
     _confirm("Remove green and the whole staging area (the data dir is not touched)?", yes, as_json)
-    _run("abort", as_json, command.abort, data_dir=data_dir, staging_dir=staging_dir)
+    _run("abort", as_json, _abort_forgetting, data_dir=data_dir, staging_dir=staging_dir)
 
 
 def _json_usage_error(argv: list[str]) -> int | None:

@@ -185,3 +185,27 @@ def test_json_holds_on_usage_errors(tmp_path: Path) -> None:
         rc, doc = cli_json(*args)
         err = ErrorResult.model_validate(doc)
         assert rc == 2 and err.exit_code == 2 and words in err.message and err.hint, doc
+
+
+def test_staging_dir_is_remembered_beside_the_data_dir(tmp_path: Path) -> None:
+    from test_lifecycle_support import tree_hash
+
+    node = make_node(tmp_path)
+    blue = tree_hash(node)
+    elsewhere = tmp_path / "stagings" / "hub"
+    elsewhere.parent.mkdir()
+    run_cli("stage", "--data-dir", str(node), "--staging-dir", str(elsewhere), check=True)
+    ptr = tmp_path / "node.bluegreen-pointer"
+    assert json.loads(ptr.read_text()) == {"data_dir": str(node), "staging_dir": str(elsewhere)}
+    assert tree_hash(node) == blue and not (tmp_path / "node.bluegreen").exists()  # blue never written
+    rc, st = cli_json("status", "--data-dir", str(node))
+    assert rc == 0 and st["staging_dir"] == str(elsewhere) and st["phase"] == "MIGRATED"
+    rc, v = cli_json("verify", "--data-dir", str(node), "--sample", "2")
+    assert rc == 0 and v["passed"] and v["staging_dir"] == str(elsewhere)
+    # A pointer to a staging area that was moved away is reported, not silently replaced by the default.
+    elsewhere.rename(tmp_path / "stagings" / "moved")
+    rc, err = cli_json("status", "--data-dir", str(node))
+    assert rc == 2 and "does not exist any more" in err["message"] and str(ptr) in err["hint"]
+    (tmp_path / "stagings" / "moved").rename(elsewhere)
+    rc, ab = cli_json("abort", "--data-dir", str(node))
+    assert rc == 0 and not elsewhere.exists() and not ptr.exists()

@@ -15,6 +15,7 @@ from pathlib import Path
 from bluegreen.errors import BadInputError, PreflightError
 from bluegreen.lifecycle.fingerprint import DB_NAMES
 from bluegreen.lifecycle.pathhints import check_data_dir_arg
+from bluegreen.lifecycle.pointer import recall
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,8 @@ def resolve(data_dir: Path | None, staging_dir: Path | None, *, require_db: bool
         raise BadInputError(f"data dir {data_dir} does not exist or is not a directory",
                             "pass the node's data dir with --data-dir")
     mount = os.path.ismount(data_dir)
+    if staging_dir is None:
+        staging_dir = recall(data_dir)  # remembered by `stage --staging-dir`, if it was given one
     if staging_dir is None:
         if mount:
             raise PreflightError(
