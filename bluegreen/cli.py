@@ -5,6 +5,7 @@ of docs/exit-codes.md. Errors print what went wrong and the next step."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -17,12 +18,14 @@ from pydantic import BaseModel
 
 from bluegreen import signals
 from bluegreen.errors import BluegreenError
-from bluegreen.lifecycle import command, pointer
+from bluegreen.lifecycle import command, logfile, pointer
 from bluegreen.lifecycle.results import CommandResult, ErrorResult, StatusResult, VerifyResult
 from bluegreen.version import tool_version
 
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 70
+OPTIONS: dict[str, bool] = {"quiet": False}  # global options, set by the app callback
+log = logging.getLogger("bluegreen.cli")
 EXIT_USAGE = 2  # click/typer usage errors: same code as BadInputError
 
 app = typer.Typer(
@@ -68,8 +71,14 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _global(version: bool = typer.Option(False, "--version", metavar="", help="Print the tool version and exit.",
-                                         callback=_version_callback, is_eager=True)) -> None:
+                                         callback=_version_callback, is_eager=True),
+            verbose: bool = typer.Option(False, "--verbose", "-v", metavar="", help="Also echo the detailed log "
+                                         "(<staging>/bluegreen.log) to stderr."),
+            quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="Print only errors and the "
+                                       "final line (no progress, no details).")) -> None:
     """Blue/green upgrade of an Obyte (ocore) node database to schema version 31."""
+    OPTIONS["quiet"] = quiet and not verbose
+    logfile.setup(verbose=verbose)
 
 
 class Progress:
@@ -153,10 +162,48 @@ def _emit_json(model: BaseModel) -> None:
     typer.echo(model.model_dump_json(indent=2))
 
 
+class _StepLog:
+    """Wraps a progress callback: logs every step's start and end with its duration."""
+
+    def __init__(self, user: Any) -> None:
+        self.user, self.step, self.t0 = user, "", time.monotonic()
+
+    def __call__(self, step: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if step != self.step:
+            if self.step:
+                log.info("step %s finished in %.2fs", self.step, now - self.t0)
+            self.step, self.t0 = step, now
+            log.info("step %s started (total %d)", step, total)
+        if self.user is not None and not OPTIONS["quiet"]:
+            self.user(step, done, total)
+
+
 def _run(name: str, as_json: bool, fn: Any, **kwargs: Any) -> None:
+    log.info("upgrade %s started: bluegreen %s, argv %s, pid %d", name, tool_version(), sys.argv[1:], os.getpid())
+    t0 = time.monotonic()
+    if "progress" in kwargs:
+        kwargs["progress"] = _StepLog(kwargs["progress"])
+    try:
+        _run_inner(name, as_json, fn, **kwargs)
+    except typer.Exit as exit_:
+        level = logging.INFO if exit_.exit_code == 0 else logging.ERROR
+        log.log(level, "upgrade %s ended: exit %d after %.2fs", name, exit_.exit_code, time.monotonic() - t0)
+        staging = kwargs.get("staging_dir")
+        if staging is None and kwargs.get("data_dir") is not None:
+            staging = Path(os.path.abspath(kwargs["data_dir"])).with_name(
+                Path(os.path.abspath(kwargs["data_dir"])).name + ".bluegreen")
+        if staging is not None:
+            logfile.attach(Path(staging))
+        logfile.close()
+        raise
+
+
+def _run_inner(name: str, as_json: bool, fn: Any, **kwargs: Any) -> None:
     try:
         result: CommandResult = fn(**kwargs)
     except BluegreenError as exc:
+        log.error("%s: %s (hint: %s)", type(exc).__name__, exc.message, exc.hint)
         if as_json:
             _emit_json(ErrorResult(command=name, error=type(exc).__name__, message=exc.message, hint=exc.hint,
                                    exit_code=exc.exit_code))
@@ -166,6 +213,7 @@ def _run(name: str, as_json: bool, fn: Any, **kwargs: Any) -> None:
                 typer.echo(f"next step: {exc.hint}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt as exc:
+        log.warning("interrupted", exc_info=True)
         why, code = ((f"interrupted by {exc.args[0]}", exc.exit_code) if isinstance(exc, signals.BluegreenInterrupted)
                      else ("interrupted", EXIT_INTERRUPTED))
         typer.echo(f"\nupgrade {name}: {why}; the state is saved and blue is untouched. Re-run `upgrade {name}` "
@@ -175,13 +223,21 @@ def _run(name: str, as_json: bool, fn: Any, **kwargs: Any) -> None:
                                    hint=f"re-run `upgrade {name}` to resume", exit_code=code))
         raise typer.Exit(code) from None
     except Exception as exc:  # a bug, not an operator error: show everything, keep a distinct exit code
+        log.error("internal error", exc_info=True)
         traceback.print_exc()
         if as_json:
             _emit_json(ErrorResult(command=name, error=type(exc).__name__, message=str(exc),
                                    hint="internal error; run `upgrade status` and report this", exit_code=EXIT_INTERNAL))
         raise typer.Exit(EXIT_INTERNAL) from None
+    for w in result.warnings:
+        log.warning("%s", w)
+    for note in result.recovered:
+        log.info("recovered: %s", note)
+    log.info("result: %s", result.message)
     if as_json:
         _emit_json(result)
+    elif OPTIONS["quiet"]:
+        typer.echo(result.message)
     else:
         _print_text(result)
     raise typer.Exit(result.exit_code)

@@ -209,3 +209,18 @@ def test_staging_dir_is_remembered_beside_the_data_dir(tmp_path: Path) -> None:
     (tmp_path / "stagings" / "moved").rename(elsewhere)
     rc, ab = cli_json("abort", "--data-dir", str(node))
     assert rc == 0 and not elsewhere.exists() and not ptr.exists()
+
+
+def test_log_file_in_the_staging_area_and_verbose_quiet(tmp_path: Path) -> None:
+    node = make_node(tmp_path)
+    proc = run_cli("-q", "stage", "--data-dir", str(node), check=True)
+    assert proc.stdout.strip().startswith("staged:") and len(proc.stdout.strip().splitlines()) == 1
+    assert "next step" not in proc.stdout and proc.stderr == ""
+    logp = tmp_path / "node.bluegreen" / "bluegreen.log"
+    text = logp.read_text()
+    assert "upgrade stage started" in text and "argv" in text and "upgrade stage ended: exit 0" in text
+    assert "phase NONE -> SNAPSHOTTING" in text and "step " in text and " finished in " in text
+    proc = run_cli("-v", "promote", "--data-dir", str(node))
+    assert proc.returncode == 3 and "ERROR bluegreen.cli" in proc.stderr
+    text = logp.read_text()
+    assert "upgrade promote ended: exit 3" in text and "PreflightError" in text
