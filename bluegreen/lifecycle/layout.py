@@ -14,6 +14,8 @@ from pathlib import Path
 
 from bluegreen.errors import BadInputError, PreflightError
 from bluegreen.lifecycle.fingerprint import DB_NAMES
+from bluegreen.lifecycle.pathhints import check_data_dir_arg
+from bluegreen.lifecycle.pointer import recall
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,7 @@ def resolve(data_dir: Path | None, staging_dir: Path | None, *, require_db: bool
     """Check and resolve the data dir and staging area (read-only; creates nothing)."""
     if data_dir is None:
         data_dir = default_data_dir()
+    check_data_dir_arg(data_dir)
     data_dir = Path(os.path.abspath(data_dir))
     if data_dir.is_symlink():
         raise BadInputError(
@@ -166,6 +169,8 @@ def resolve(data_dir: Path | None, staging_dir: Path | None, *, require_db: bool
         raise BadInputError(f"data dir {data_dir} does not exist or is not a directory",
                             "pass the node's data dir with --data-dir")
     mount = os.path.ismount(data_dir)
+    if staging_dir is None:
+        staging_dir = recall(data_dir)  # remembered by `stage --staging-dir`, if it was given one
     if staging_dir is None:
         if mount:
             raise PreflightError(

@@ -13,12 +13,14 @@ from bluegreen.lifecycle.noderunning import NodeUsage
 from bluegreen.lifecycle.snapshot import SnapshotReport
 from bluegreen.lifecycle.state import Phase, Progress, SpaceEstimate, SwapRecord, VerifyRecord
 from bluegreen.lifecycle.verify_models import VerifyReport
+from bluegreen.version import tool_version
 
 
 class CommandResult(BaseModel):
     """Fields common to every command's result."""
 
     command: str
+    tool_version: str = Field(default_factory=tool_version)  # the bluegreen that produced this result
     ok: bool = True
     noop: bool = False  # true when the command found its work already done
     exit_code: int = 0
@@ -104,6 +106,7 @@ class ErrorResult(BaseModel):
 
     ok: bool = False
     command: str
+    tool_version: str = Field(default_factory=tool_version)
     error: str  # our error type, e.g. NodeRunningError
     message: str
     hint: str | None = None

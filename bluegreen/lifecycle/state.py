@@ -17,7 +17,9 @@ from pydantic import BaseModel, Field
 
 from bluegreen.durable import append_line_durably, atomic_write_json
 from bluegreen.errors import BadInputError, PreflightError
+from bluegreen.lifecycle import logfile
 from bluegreen.lifecycle.fingerprint import Fingerprint
+from bluegreen.version import tool_version
 
 STATE_FORMAT = 1
 
@@ -116,6 +118,7 @@ class StagingState(BaseModel):
     """Everything the lifecycle knows about one staged upgrade (`<staging>/state.json`)."""
 
     format: int = STATE_FORMAT
+    tool_version: str | None = None  # bluegreen version that last saved this state (absent in older files)
     phase: Phase = Phase.NONE
     data_dir: Path
     staging_dir: Path
@@ -162,6 +165,7 @@ class StateStore:
         self.path = staging_dir / "state.json"
         self.audit_path = staging_dir / "audit.log"
         self.hooks: list[TransitionHook] = []
+        logfile.attach(staging_dir)
 
     def exists(self) -> bool:
         """True when a state file is present."""
@@ -195,7 +199,9 @@ class StateStore:
     def save(self, state: StagingState) -> None:
         """Write the state durably (tmp + fsync + rename + fsync dir)."""
         state.updated_at = utcnow()
+        state.tool_version = tool_version()
         atomic_write_json(self.path, json.loads(state.model_dump_json()))
+        logfile.attach(self.staging_dir)
 
     def audit(self, event: str, note: str = "", from_phase: Phase | None = None,
               to_phase: Phase | None = None) -> None:
@@ -215,6 +221,7 @@ class StateStore:
         state.phase = to
         state.history.append(HistoryEntry(at=utcnow(), from_phase=frm, to_phase=to, note=note, pid=os.getpid()))
         self.save(state)
+        logfile.log.info("phase %s -> %s%s", frm.value, to.value, f": {note}" if note else "")
         self.audit("transition", note, frm, to)
         for hook in self.hooks:
             hook(frm, to, state)

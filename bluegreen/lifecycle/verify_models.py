@@ -9,6 +9,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
 
+from bluegreen.version import tool_version
+
 MAX_FIRST_FAILURES = 20
 
 
@@ -41,6 +43,7 @@ class VerifyReport(BaseModel):
     """Everything `verify_green` found; `passed` is true only when every check passed."""
 
     passed: bool
+    tool_version: str = Field(default_factory=tool_version)  # the bluegreen that ran the checks
     started_at: datetime
     finished_at: datetime
     target_version: int
