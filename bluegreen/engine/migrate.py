@@ -331,7 +331,12 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
 def _network_name(conn: apsw.Connection, genesis: str | None) -> str:
     if not count_units(conn):
         return MAINNET.name  # nothing tells the network of an empty node: ocore's default (no env)
-    return _detect_network(conn, genesis).name
+    versions = [row[0] for row in conn.execute("SELECT DISTINCT version FROM units")]
+    try:
+        return detect_network(versions).name  # the steps need the network only, not its genesis
+    except ValueError as exc:
+        raise SourceDataError(f"cannot tell the network from units.version values {versions[:10]}: {exc}",
+                              hint="the database mixes networks; it is not a single node's database") from exc
 
 
 def _run_kv_era(conn: apsw.Connection, kv_dir: Path, options: MigrationOptions, light: bool,
