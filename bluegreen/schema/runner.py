@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from bluegreen.errors import MigrationError
 from bluegreen.schema.steps import (
     DATA_OPERATIONS,
+    KV_FILL_STEP,
     MAX_KNOWN_VERSION,
     AtomicBlock,
     DataOperation,
@@ -104,6 +105,11 @@ def apply_schema_steps(
         raise MigrationError(
             f"schema target {target} is beyond what bluegreen handles ({MAX_KNOWN_VERSION})",
             hint=f"this tool upgrades ocore databases up to version {MAX_KNOWN_VERSION}",
+        )
+    if from_version < KV_FILL_STEP < target:
+        raise MigrationError(
+            f"steps {from_version + 1}..{target} cross step 31 (the KV fill), which the runner does not run",
+            hint="run the steps up to 31, the engine's KV fill, then the steps from 31 (bluegreen.engine.migrate)",
         )
     node: NodeKind = "light" if light else "full"
     report = StepsReport(from_version=from_version, target=target, node=node, steps=[], statements=[])
