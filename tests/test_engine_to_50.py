@@ -88,3 +88,29 @@ def test_aa_v32_to_50_equals_ocores_run(tmp_path: Path) -> None:
     expected = MIGRATED / "aa-v32-to-50.sqlite"
     assert compare(introspect_file(node / "byteball.sqlite"), introspect_file(expected), check_user_version=True) == []
     assert rows(node / "byteball.sqlite") == rows(expected)
+
+
+FRESH = FIXTURES / "empty-schemas-29-50"
+FRESH_FULL = sorted(int(m.group(1)) for p in FRESH.glob("full-v*.sqlite") if (m := re.fullmatch(r"full-v(\d+)\.sqlite", p.name)))
+
+
+@pytest.mark.parametrize("version", [v for v in FRESH_FULL if v < 50])
+def test_fresh_full_node_of_29_to_49_reaches_ocores_v50_schema(version: int, tmp_path: Path) -> None:
+    # ocore-migrated/README.md: every fresh full-vN from 29 to 50 migrates to full-v28-to-50's schema
+    node = tmp_path / "node"
+    node.mkdir()
+    writable_copy(FRESH / f"full-v{version}.sqlite", node / "byteball.sqlite")
+    report = run(node)
+    assert report.completed and report.source_version == version
+    assert compare(introspect_file(node / "byteball.sqlite"), introspect_file(MIGRATED / "full-v28-to-50.sqlite"),
+                   check_user_version=True) == []
+
+
+def test_devnet_v31_with_its_kv_reaches_50_and_keeps_every_key(tmp_path: Path) -> None:
+    node = writable_copy(FIXTURES / "ocore-devnet-v31", tmp_path / "devnet-v31")
+    before = dict(iter_kv(node / "rocksdb"))
+    report = run(node)
+    assert report.completed and report.source_version == 31 and report.network == "devnet"
+    assert dict(iter_kv(node / "rocksdb")) == before  # no st keys: steps 34 and 39 write nothing
+    assert compare(introspect_file(node / "byteball.sqlite"), introspect_file(MIGRATED / "full-v28-to-50.sqlite"),
+                   check_user_version=True) == []
