@@ -114,3 +114,21 @@ def test_devnet_v31_with_its_kv_reaches_50_and_keeps_every_key(tmp_path: Path) -
     assert dict(iter_kv(node / "rocksdb")) == before  # no st keys: steps 34 and 39 write nothing
     assert compare(introspect_file(node / "byteball.sqlite"), introspect_file(MIGRATED / "full-v28-to-50.sqlite"),
                    check_user_version=True) == []
+
+
+@pytest.mark.parametrize(("version", "light"), STARTS, ids=[f"{'light' if lt else 'full'}-v{v}" for v, lt in STARTS])
+def test_ocores_migrated_schemas_differ_from_the_v50_reference_by_catalogued_drifts_only(version: int, light: bool) -> None:
+    from bluegreen.schema.drift import explain
+    from bluegreen.schema.reference import load_reference
+
+    kind = "light" if light else "full"
+    diffs = compare(introspect_file(MIGRATED / f"{kind}-v{version}-to-50.sqlite"), load_reference(50, light))
+    assert explain(diffs, light=light).unexplained == []
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FRESH.glob("*.sqlite") if int(p.stem.split("-v")[1]) >= 32))
+def test_reference_data_32_to_50_equals_ocores_fresh_schemas(name: str) -> None:
+    from bluegreen.schema.reference import load_reference
+
+    kind, v = name.removesuffix(".sqlite").split("-v")
+    assert load_reference(int(v), kind == "light") == introspect_file(FRESH / name)
