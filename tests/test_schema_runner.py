@@ -118,7 +118,7 @@ def test_a_column_that_already_exists_is_skipped_and_reported(tmp_path: Path) ->
     step28 = [s for s in report.statements if s.step == 28]
     assert [(s.sql, s.status, s.reason) for s in step28] == [
         ("ALTER TABLE units ADD COLUMN timestamp INT NOT NULL DEFAULT 0", "skipped-already-present", "column units.timestamp exists"),
-        ("PRAGMA user_version=28", "user_version-deferred", "user_version is set to 31 once, at the very end"),
+        ("PRAGMA user_version=28", "user_version-deferred", "user_version is set to the target once, at the very end"),
     ]
     assert compare(schema, load_reference(31, False)) == []
 
@@ -219,11 +219,13 @@ def test_target_below_31_stops_there(tmp_path: Path) -> None:
     assert "attested_fields" in schema.tables
 
 
-def test_targets_beyond_31_are_refused(tmp_path: Path) -> None:
+def test_steps_across_the_kv_fill_and_beyond_50_are_refused(tmp_path: Path) -> None:
     conn = apsw.Connection(str(empty_copy(tmp_path, 28, False)))
     conn.execute("BEGIN")
-    with pytest.raises(MigrationError):
+    with pytest.raises(MigrationError, match="cross step 31"):
         apply_schema_steps(conn, 28, light=False, target=32)
+    with pytest.raises(MigrationError, match="beyond"):
+        apply_schema_steps(conn, 31, light=False, target=51)
     conn.execute("ROLLBACK")
     conn.close()
 

@@ -42,6 +42,18 @@ class KvBuilder:
             self.db.write(batch, self._sync)
         return count
 
+    def scan(self, low: bytes, high: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) with low <= key <= high (bytes order), in key order."""
+        it = self.db.iter()
+        it.seek(low)
+        while it.valid():
+            key = it.key()
+            if key > high:
+                break
+            yield key, it.value()
+            it.next()
+        del it
+
     def get(self, key: bytes) -> bytes | None:
         return self.db.get(key)
 

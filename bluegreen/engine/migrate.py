@@ -42,6 +42,7 @@ from bluegreen.formats.jsvalues import js_stringify
 from bluegreen.formats.networks import MAINNET, Network, detect_network, with_genesis
 from bluegreen.killpoints import killpoint
 from bluegreen.schema.runner import apply_schema_steps
+from bluegreen.schema.steps import KV_FILL_STEP, SUPPORTED_TARGETS
 
 TARGET_VERSION = 31
 MAX_FAILURES_KEPT = 10_000  # every failure is counted; this many are listed
@@ -124,6 +125,7 @@ class MigrationReport(BaseModel):
     resumed: bool = False
     resumed_from_unit_rowid: int = 0
     steps: Any = None  # the schema runner's StepsReport, as a dict
+    kv_era_steps: Any = None  # steps 32..target (StepsReport as a dict)
     units_total: int = 0
     units_written: int = 0
     feed_rows: int = 0
@@ -209,8 +211,9 @@ def migrate_copy(db_path: Path, kv_dir: Path, journal_path: Path, options: Migra
     Never call this on a live node's files. Raises MigrationError (with `.report`) if any unit cannot
     be migrated; user_version is then unchanged. Safe to call again after a crash: it resumes."""
     options = options or MigrationOptions()
-    if options.target_version != TARGET_VERSION:
-        raise BadInputError(f"target version {options.target_version} is not supported (only {TARGET_VERSION})")
+    if options.target_version not in SUPPORTED_TARGETS:
+        raise BadInputError(f"target version {options.target_version} is not supported "
+                            f"({SUPPORTED_TARGETS[0]}..{SUPPORTED_TARGETS[-1]})")
     started = time.monotonic()
     light = options.light if options.light is not None else db_path.name == "byteball-light.sqlite"
     conn = _open(db_path)
@@ -222,6 +225,8 @@ def migrate_copy(db_path: Path, kv_dir: Path, journal_path: Path, options: Migra
             report.already_at_target = report.completed = True
             report.network = "unknown"
             return report
+        if source_version >= KV_FILL_STEP:
+            return _run_kv_era(conn, kv_dir, options, light, report, started)
         return _run(conn, db_path, kv_dir, journal_path, options, light, report, started, progress)
     finally:
         conn.close()
@@ -276,6 +281,10 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
                     journal.phase = JournalPhase.FEEDS
                     save()
                 _fill_feeds(conn, kv, options, journal, save, progress)
+                if options.target_version > KV_FILL_STEP:
+                    later = apply_schema_steps(conn, KV_FILL_STEP, light=light, target=options.target_version,
+                                               network=network.name, kv=kv)
+                    report.kv_era_steps = later.model_dump(mode="json")
             finally:
                 kv.close()
             fsync_dir(build_dir)
@@ -316,6 +325,49 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
     report.elapsed_seconds = round(time.monotonic() - started, 3)
     if report.elapsed_seconds > 0:
         report.units_per_second = round(report.units_written / report.elapsed_seconds, 1)
+    return report
+
+
+def _network_name(conn: apsw.Connection, genesis: str | None) -> str:
+    if not count_units(conn):
+        return MAINNET.name  # nothing tells the network of an empty node: ocore's default (no env)
+    versions = [row[0] for row in conn.execute("SELECT DISTINCT version FROM units")]
+    try:
+        return detect_network(versions).name  # the steps need the network only, not its genesis
+    except ValueError as exc:
+        raise SourceDataError(f"cannot tell the network from units.version values {versions[:10]}: {exc}",
+                              hint="the database mixes networks; it is not a single node's database") from exc
+
+
+def _run_kv_era(conn: apsw.Connection, kv_dir: Path, options: MigrationOptions, light: bool,
+                report: MigrationReport, started: float) -> MigrationReport:
+    """A source already on the KV store (31..49): steps source+1..target on the copy, KV steps 34/39 on the
+    copied KV dir, one SQLite transaction committed last."""
+    network = _network_name(conn, options.genesis_unit)
+    report.network = network
+    conn.execute("BEGIN IMMEDIATE")
+    committed = False
+    kv = KvBuilder(kv_dir) if kv_dir.exists() else None
+    try:
+        steps = apply_schema_steps(conn, report.source_version, light=light, target=options.target_version,
+                                   network=network, kv=kv)
+        report.kv_era_steps = steps.model_dump(mode="json")
+        if kv is not None:
+            kv.close()
+            kv = None
+        conn.execute(f"PRAGMA user_version={options.target_version}")
+        conn.execute("COMMIT")
+        committed = True
+        report.completed = True
+    finally:
+        if kv is not None:
+            kv.close()
+        if not committed:
+            try:
+                conn.execute("ROLLBACK")
+            except apsw.Error:
+                pass
+    report.elapsed_seconds = round(time.monotonic() - started, 3)
     return report
 
 

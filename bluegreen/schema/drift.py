@@ -247,6 +247,35 @@ KNOWN_DRIFTS: tuple[KnownDrift, ...] = (
                   "found ('unhandled_private_payments', ('unit', 'message_index'), True, False)"),
         ),
     ),
+    KnownDrift(
+        id="light-aa-addresses-nullable-2019",
+        explanation=(
+            "ocore 2225721 (2019-06-09) made aa_addresses.unit and .mci nullable in the fresh light schema only; "
+            "step 30 creates them NOT NULL, so every light node upgraded by the steps keeps NOT NULL (v50 target)"
+        ),
+        light=True,
+        fresh_sql_versions=(0, 30),
+        differences=(
+            _col("aa_addresses", "unit", ("CHAR(44)", True, None, 0), ("CHAR(44)", False, None, 0)),
+            _col("aa_addresses", "mci", ("INT", True, None, 0), ("INT", False, None, 0)),
+        ),
+    ),
+    KnownDrift(
+        id="light-wallet-arbiter-contracts-7bce12d",
+        explanation=(
+            "steps 49 and 50 add the shared_address -> shared_addresses key and my_pairing_code to "
+            "wallet_arbiter_contracts for light nodes too, while the fresh light schema at 7bce12d (ocore 0.4.6, "
+            "VERSION 50) lacks both (v50 target)"
+        ),
+        light=True,
+        fresh_sql_versions=(0, 48),
+        differences=(
+            _diff("extra", "column", "wallet_arbiter_contracts", "my_pairing_code", "found ('VARCHAR(200)', False, None, 0)"),
+            _diff("extra", "foreign_key", "wallet_arbiter_contracts",
+                  "(shared_address) -> shared_addresses(shared_address) on update NO ACTION on delete NO ACTION",
+                  "foreign key not expected"),
+        ),
+    ),
 )
 
 

@@ -13,14 +13,20 @@ from pydantic import BaseModel
 from bluegreen.errors import MigrationError
 from bluegreen.schema.steps import (
     DATA_OPERATIONS,
-    LAST_SQL_STEP,
+    KV_FILL_STEP,
+    MAX_KNOWN_VERSION,
     AtomicBlock,
     DataOperation,
+    KvOperation,
     NodeKind,
     Probe,
     Statement,
+    StatementGroup,
+    bound_params,
+    statement_applies,
     steps_between,
 )
+from bluegreen.schema.kvsteps import KV_OPERATIONS, StateVarStore
 
 Status = Literal["applied", "skipped-already-present", "skipped-condition", "user_version-deferred"]
 Recorder = Callable[..., None]  # record(sql, status, reason=None, **extra)
@@ -81,7 +87,8 @@ def _probe(conn: apsw.Connection, probe: Probe) -> bool:
 
 
 def apply_schema_steps(
-    conn: apsw.Connection, from_version: int, *, light: bool, target: int = 31
+    conn: apsw.Connection, from_version: int, *, light: bool, target: int = 31, network: str = "mainnet",
+    kv: StateVarStore | None = None,
 ) -> StepsReport:
     """Apply every ocore schema step with `from_version < step <= min(target, 30)` in order, on `conn`,
     inside the caller's open transaction (never commits; never sets user_version).
@@ -94,14 +101,19 @@ def apply_schema_steps(
             "apply_schema_steps needs an open transaction on the connection",
             hint="call it between BEGIN and COMMIT so that the steps and user_version commit together",
         )
-    if target > LAST_SQL_STEP + 1:
+    if target > MAX_KNOWN_VERSION:
         raise MigrationError(
-            f"schema target {target} is beyond what bluegreen handles (31)",
-            hint="this tool upgrades ocore databases to version 31 only",
+            f"schema target {target} is beyond what bluegreen handles ({MAX_KNOWN_VERSION})",
+            hint=f"this tool upgrades ocore databases up to version {MAX_KNOWN_VERSION}",
+        )
+    if from_version < KV_FILL_STEP < target:
+        raise MigrationError(
+            f"steps {from_version + 1}..{target} cross step 31 (the KV fill), which the runner does not run",
+            hint="run the steps up to 31, the engine's KV fill, then the steps from 31 (bluegreen.engine.migrate)",
         )
     node: NodeKind = "light" if light else "full"
     report = StepsReport(from_version=from_version, target=target, node=node, steps=[], statements=[])
-    steps = steps_between(from_version, min(target, LAST_SQL_STEP))
+    steps = steps_between(from_version, target)
     for step in steps:
         report.steps.append(step.version)
         index = 0
@@ -115,7 +127,30 @@ def apply_schema_steps(
 
         for item in step.items:
             if isinstance(item, Statement):
-                _run_statement(conn, step.version, item, node, record)
+                _run_statement(conn, step.version, item, node, record, network)
+            elif isinstance(item, StatementGroup):
+                try:
+                    present = _probe(conn, item.already_present)
+                except apsw.Error as e:
+                    raise SchemaStepError(step.version, item.already_present.sql, e) from e
+                for st in item.statements:
+                    if present:
+                        record(st.sql, "skipped-already-present", item.already_present.reason)
+                    else:
+                        _run_statement(conn, step.version, st, node, record, network)
+            elif isinstance(item, KvOperation):
+                label = f"kv operation {item.name}"
+                if item.only_for is not None and item.only_for != node:
+                    record(label, "skipped-condition", f"only for {item.only_for} nodes")
+                    continue
+                try:
+                    kv_result = KV_OPERATIONS[item.name](conn, kv)
+                except apsw.Error as e:
+                    raise SchemaStepError(step.version, label, e) from e
+                changed = kv_result.rows_changed + kv_result.kv_puts
+                record(label, "applied" if changed else "skipped-already-present",
+                       item.description if changed else f"nothing to do ({kv_result.model_dump_json()})",
+                       rows_changed=changed)
             elif isinstance(item, AtomicBlock):
                 _run_block(conn, step.version, item, record)
             elif isinstance(item, DataOperation):
@@ -137,19 +172,21 @@ def apply_schema_steps(
     return report
 
 
-def _run_statement(conn: apsw.Connection, step: int, st: Statement, node: NodeKind, record: Recorder) -> None:
-    if st.only_for is not None and st.only_for != node:
-        record(st.sql, "skipped-condition", f"only for {st.only_for} nodes")
+def _run_statement(conn: apsw.Connection, step: int, st: Statement, node: NodeKind, record: Recorder,
+                   network: str = "mainnet") -> None:
+    if not statement_applies(st, node, network):
+        why = f"only for {st.only_for} nodes" if st.only_for not in (None, node) else f"only on {st.only_networks}"
+        record(st.sql, "skipped-condition", why)
         return
     if st.action == "user_version":
-        record(st.sql, "user_version-deferred", "user_version is set to 31 once, at the very end")
+        record(st.sql, "user_version-deferred", "user_version is set to the target once, at the very end")
         return
     try:
         if st.already_present is not None and _probe(conn, st.already_present):
             record(st.sql, "skipped-already-present", st.already_present.reason)
             return
         before = conn.total_changes()
-        conn.execute(st.sql)
+        conn.execute(st.sql, bound_params(st, network))
         record(st.sql, "applied", rows_changed=conn.total_changes() - before)
     except apsw.Error as e:
         raise SchemaStepError(step, st.sql, e) from e

@@ -31,6 +31,15 @@ from pydantic import BaseModel, ConfigDict
 from bluegreen.errors import SourceDataError
 
 NodeKind = Literal["full", "light"]
+NetworkName = Literal["mainnet", "testnet", "devnet"]
+
+# ocore constants.js values bound into statements, per network (devnet and GENESIS_UNIT networks set every
+# upgrade mci to 0).
+NETWORK_CONSTANTS: Mapping[str, Mapping[str, int]] = MappingProxyType({
+    "mainnet": MappingProxyType({"v4UpgradeMci": 10968000}),
+    "testnet": MappingProxyType({"v4UpgradeMci": 3522600}),
+    "devnet": MappingProxyType({"v4UpgradeMci": 0}),
+})
 
 # ocore constants.js: attested profile fields longer than these are not indexed in attested_fields.
 MAX_PROFILE_FIELD_LENGTH = 50
@@ -59,6 +68,14 @@ class Statement(BaseModel):
     action: Literal["execute", "user_version"] = "execute"
     only_for: NodeKind | None = None
     already_present: Probe | None = None
+    # ocore's `constants.bTestnet` conditions: the statement runs only on these networks (devnet and
+    # private networks count as not-testnet, as in ocore).
+    only_networks: tuple[NetworkName, ...] | None = None
+    # bound parameters, by name of a per-network constant (NETWORK_CONSTANTS), e.g. ("v4UpgradeMci",)
+    params: tuple[str, ...] = ()
+    # what the statement does to existing rows, for verify (it never parses SQL):
+    # ("empties", table), ("rewrites", table), ("drops_rows", table)
+    effect: tuple[Literal["empties", "rewrites", "drops_rows"], str] | None = None
 
 
 class AtomicBlock(BaseModel):
@@ -83,7 +100,30 @@ class DataOperation(BaseModel):
     description: str
 
 
-StepItem = Statement | AtomicBlock | DataOperation
+class StatementGroup(BaseModel):
+    """Statements ocore queues together under one condition (step 46's `units` columns: added only when
+    `units`' CREATE text lacks `oversize_fee`); one probe decides for the whole group."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["group"] = "group"
+    statements: tuple[Statement, ...]
+    already_present: Probe
+
+
+class KvOperation(BaseModel):
+    """A step part that reads or rewrites the KV store (steps 34 and 39), run by `KV_OPERATIONS[name]`
+    (bluegreen.schema.kvsteps). `only_for` as for statements."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["kv_operation"] = "kv_operation"
+    name: str
+    description: str
+    only_for: NodeKind | None = None
+
+
+StepItem = Statement | AtomicBlock | DataOperation | StatementGroup | KvOperation
 
 
 class Step(BaseModel):
@@ -135,7 +175,7 @@ def _add_column(table: str, column: str, sql: str) -> Statement:
 
 
 def _delete_all(table: str) -> Statement:
-    return Statement(sql=f"DELETE FROM {table}", already_present=table_empty(table))
+    return Statement(sql=f"DELETE FROM {table}", already_present=table_empty(table), effect=("empties", table))
 
 
 def _user_version(n: int) -> Statement:
@@ -675,10 +715,341 @@ STEPS: tuple[Step, ...] = (
 
 LAST_SQL_STEP = 30  # step 31 is the KV migration (engine/), not a schema step
 
+_STATE_VAR_BALANCES = """REPLACE INTO aa_balances (address, asset, balance)
+    SELECT address, IFNULL(asset, 'base'), SUM(amount) AS balance
+    FROM aa_addresses
+    CROSS JOIN outputs USING(address)
+    CROSS JOIN units ON outputs.unit=units.unit
+    WHERE is_spent=0 {extra}AND (
+        is_stable=1 AND sequence='good'
+        OR EXISTS (SELECT 1 FROM unit_authors CROSS JOIN aa_addresses USING(address) WHERE unit_authors.unit=outputs.unit)
+    )
+    GROUP BY address, asset"""
+
+_WAC_COLUMNS_43 = """
+    hash CHAR(44) NOT NULL PRIMARY KEY,
+    peer_address CHAR(32) NOT NULL,
+    peer_device_address CHAR(33) NOT NULL,
+    my_address  CHAR(32) NOT NULL,
+    arbiter_address CHAR(32) NOT NULL,
+    me_is_payer TINYINT NOT NULL,
+    amount BIGINT NULL,
+    asset CHAR(44) NULL,
+    is_incoming TINYINT NOT NULL,
+    me_is_cosigner TINYINT NULL,
+    creation_date TIMESTAMP NOT NULL,
+    ttl INT NOT NULL DEFAULT 168, -- 168 hours = 24 * 7 = 1 week
+    status VARCHAR CHECK (status IN('pending', 'revoked', 'accepted', 'signed', 'declined', 'paid', 'in_dispute', 'dispute_resolved', 'in_appeal', 'appeal_approved', 'appeal_declined', 'cancelled', 'completed')) NOT NULL DEFAULT 'pending',
+    title VARCHAR(1000) NOT NULL,
+    text TEXT NOT NULL,
+    my_contact_info TEXT NULL,
+    peer_contact_info TEXT NULL,
+    peer_pairing_code VARCHAR(200) NULL,
+    shared_address CHAR(32) NULL UNIQUE,
+    unit CHAR(44) NULL,
+    cosigners VARCHAR(1500),
+    resolution_unit CHAR(44) NULL,
+    arbstore_address  CHAR(32) NULL,
+    arbstore_device_address  CHAR(33) NULL,
+    FOREIGN KEY (my_address) REFERENCES my_addresses(address)
+"""
+
+_WAC_COLUMN_LIST = (
+    "hash, peer_address, peer_device_address, my_address, arbiter_address, me_is_payer, my_party_name, "
+    "peer_party_name, amount, asset, is_incoming, me_is_cosigner, creation_date, ttl, status, title, text, "
+    "my_contact_info, peer_contact_info, peer_pairing_code, shared_address, unit, cosigners, resolution_unit, "
+    "arbstore_address, arbstore_device_address"
+)
+
+_UNITS_V4_COLUMNS = (
+    ("oversize_fee", "INT"), ("tps_fee", "INT"), ("actual_tps_fee", "INT"), ("burn_fee", "INT"),
+    ("max_aa_responses", "INT"), ("count_aa_responses", "INT"), ("is_aa_response", "TINYINT"),
+    ("count_primary_aa_triggers", "TINYINT"),
+)
+
+KV_ERA_STEPS: tuple[Step, ...] = (
+    Step(version=32, items=(
+        _create_table("my_watched_addresses", """CREATE TABLE IF NOT EXISTS my_watched_addresses (
+    address CHAR(32) NOT NULL PRIMARY KEY,
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+)"""),
+    )),
+    Step(version=33, items=(
+        _add_column("aa_addresses", "storage_size", "ALTER TABLE aa_addresses ADD COLUMN storage_size INT NOT NULL DEFAULT 0"),
+        _user_version(33),
+    )),
+    Step(version=34, items=(
+        KvOperation(
+            name="init_storage_sizes",
+            description=(
+                "for every `st\\n<aa>\\n<var>` key: storage_size += JS length of var + JS length of value "
+                "(UTF-16 units, value before step 39 types it); UPDATE aa_addresses per AA found"
+            ),
+        ),
+    )),
+    Step(version=35, items=(
+        Statement(sql=_STATE_VAR_BALANCES.format(extra=""), only_for="full", effect=("rewrites", "aa_balances")),
+    )),
+    Step(version=36, items=(
+        _create_table("watched_light_aas", """CREATE TABLE IF NOT EXISTS watched_light_aas (
+    peer VARCHAR(100) NOT NULL,
+    aa CHAR(32) NOT NULL,
+    address CHAR(32) NULL,
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (peer, aa, address)
+)"""),
+        _create_index("wlaabyAA", "CREATE INDEX IF NOT EXISTS wlaabyAA ON watched_light_aas(aa)"),
+    )),
+    Step(version=37, items=(
+        Statement(
+            sql="ALTER TABLE aa_addresses ADD COLUMN base_aa CHAR(32) NULL CONSTRAINT aaAddressesByBaseAA "
+                "REFERENCES aa_addresses(address)",
+            only_for="full", already_present=column_exists("aa_addresses", "base_aa"),
+        ),
+        Statement(sql="ALTER TABLE aa_addresses ADD COLUMN base_aa CHAR(32) NULL", only_for="light",
+                  already_present=column_exists("aa_addresses", "base_aa")),
+        _user_version(37),
+    )),
+    Step(version=38, items=(_create_index("byBaseAA", "CREATE INDEX IF NOT EXISTS byBaseAA ON aa_addresses(base_aa)"),)),
+    Step(version=39, items=(
+        KvOperation(
+            name="type_state_vars",
+            only_for="full",
+            description=(
+                "every `st` value becomes `n\\n<value>` (getNumericFeedValue not null) or `s\\n<value>`; "
+                "skipped when every `st` value already holds a newline (ocore's 'already upgraded' test)"
+            ),
+        ),
+    )),
+    Step(version=40, items=(
+        _add_column("aa_addresses", "getters", "ALTER TABLE aa_addresses ADD COLUMN getters TEXT NULL"),
+        _user_version(40),
+    )),
+    Step(version=41, items=(_delete_all("known_bad_joints"),)),
+    Step(version=42, items=(
+        Statement(sql="""CREATE TABLE IF NOT EXISTS unprocessed_addresses (
+    address CHAR(32) NOT NULL PRIMARY KEY,
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+);""", only_for="light", already_present=table_exists("unprocessed_addresses")),
+    )),
+    Step(
+        version=43,
+        history="ocore drops asset_metadata and creates it again: its rows are lost (the node refetches them); "
+                "we keep that and report the count.",
+        items=(
+            _create_table("arbiter_locations", """CREATE TABLE IF NOT EXISTS arbiter_locations (
+    arbiter_address CHAR(32) NOT NULL PRIMARY KEY,
+    arbstore_address CHAR(32) NOT NULL,
+    unit CHAR(44) NULL
+);"""),
+            _create_table("wallet_arbiters", """CREATE TABLE IF NOT EXISTS wallet_arbiters (
+    arbiter_address CHAR(32) NOT NULL PRIMARY KEY,
+    real_name VARCHAR(250) NULL,
+    device_pub_key VARCHAR(44) NULL
+);"""),
+            _create_table("wallet_arbiter_contracts",
+                          "CREATE TABLE IF NOT EXISTS wallet_arbiter_contracts (" + _WAC_COLUMNS_43 + ")"),
+            _create_index("wacStatus", "CREATE INDEX IF NOT EXISTS wacStatus ON wallet_arbiter_contracts(status)"),
+            _create_index("wacArbiterAddress",
+                          "CREATE INDEX IF NOT EXISTS wacArbiterAddress ON wallet_arbiter_contracts(arbiter_address)"),
+            _create_index("wacPeerAddress", "CREATE INDEX IF NOT EXISTS wacPeerAddress ON wallet_arbiter_contracts(peer_address)"),
+            _create_table("arbiter_disputes", """CREATE TABLE IF NOT EXISTS arbiter_disputes (
+    contract_hash CHAR(44) NOT NULL PRIMARY KEY,
+    plaintiff_address CHAR(32) NOT NULL,
+    respondent_address CHAR(32) NOT NULL,
+    plaintiff_is_payer TINYINT(1) NOT NULL,
+    plaintiff_pairing_code VARCHAR(200) NOT NULL,
+    respondent_pairing_code VARCHAR(200) NOT NULL,
+    contract_content TEXT NOT NULL,
+    contract_unit CHAR(44) NOT NULL,
+    amount BIGINT NOT NULL,
+    asset CHAR(44) NULL,
+    arbiter_address CHAR(32) NOT NULL,
+    service_fee_asset CHAR(44) NULL,
+    arbstore_device_address CHAR(33) NOT NULL,
+    status VARCHAR(40) CHECK (status IN('pending', 'resolved')) NOT NULL DEFAULT 'pending',
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    plaintiff_contact_info TEXT NULL,
+    respondent_contact_info TEXT NULL,
+    FOREIGN KEY (arbstore_device_address) REFERENCES correspondent_devices(device_address)
+)"""),
+            Statement(sql="DROP TABLE IF EXISTS asset_metadata", effect=("drops_rows", "asset_metadata")),
+            Statement(sql="""CREATE TABLE IF NOT EXISTS asset_metadata (
+    asset CHAR(44) NOT NULL PRIMARY KEY,
+    metadata_unit CHAR(44) NOT NULL,
+    registry_address CHAR(32) NULL,
+    suffix VARCHAR(20) NULL,
+    name VARCHAR(20) NULL,
+    decimals TINYINT NULL,
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    UNIQUE (name, registry_address),
+    FOREIGN KEY (asset) REFERENCES assets(unit),
+    FOREIGN KEY (metadata_unit) REFERENCES units(unit)
+)"""),
+        ),
+    ),
+    Step(version=44, items=(
+        Statement(sql=_STATE_VAR_BALANCES.format(extra="AND address='SLBA27JAT5UJBMQGDQLAT3FQ467XDOGF' "),
+                  only_for="full", only_networks=("testnet",), effect=("rewrites", "aa_balances")),
+    )),
+    Step(version=45, items=(
+        _add_column("wallet_arbiter_contracts", "my_party_name",
+                    "ALTER TABLE wallet_arbiter_contracts ADD COLUMN my_party_name VARCHAR(100) NULL"),
+        _add_column("wallet_arbiter_contracts", "peer_party_name",
+                    "ALTER TABLE wallet_arbiter_contracts ADD COLUMN peer_party_name VARCHAR(100) NULL"),
+        _user_version(45),
+    )),
+    Step(
+        version=46,
+        history="the count_primary_aa_triggers UPDATE has `WHERE is_aa_response!=1`, never true for the NULL of "
+                "non-response units: it changes nothing (kept as ocore, the node expects NULL).",
+        items=(
+            _create_table("system_votes", """CREATE TABLE IF NOT EXISTS system_votes (
+    unit CHAR(44) NOT NULL,
+    address CHAR(32) NOT NULL,
+    subject VARCHAR(50) NOT NULL,
+    value TEXT NOT NULL,
+    timestamp INT NOT NULL,
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (unit, address, subject)
+--  FOREIGN KEY (unit) REFERENCES units(unit)
+)""", only_for="full"),
+            Statement(sql="CREATE INDEX IF NOT EXISTS bySysVotesAddress ON system_votes(address)", only_for="full",
+                      already_present=index_exists("bySysVotesAddress")),
+            Statement(sql="CREATE INDEX IF NOT EXISTS bySysVotesSubjectAddress ON system_votes(subject, address)",
+                      only_for="full", already_present=index_exists("bySysVotesSubjectAddress")),
+            Statement(sql="CREATE INDEX IF NOT EXISTS bySysVotesSubjectTimestamp ON system_votes(subject, timestamp)",
+                      only_for="full", already_present=index_exists("bySysVotesSubjectTimestamp")),
+            _create_table("op_votes", """CREATE TABLE IF NOT EXISTS op_votes (
+    unit CHAR(44) NOT NULL,
+    address CHAR(32) NOT NULL,
+    op_address CHAR(32) NOT NULL,
+    timestamp INT NOT NULL,
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (address, op_address)
+--  FOREIGN KEY (unit) REFERENCES units(unit)
+)""", only_for="full"),
+            Statement(sql="CREATE INDEX IF NOT EXISTS byOpVotesTs ON op_votes(timestamp)", only_for="full",
+                      already_present=index_exists("byOpVotesTs")),
+            _create_table("numerical_votes", """CREATE TABLE IF NOT EXISTS numerical_votes (
+    unit CHAR(44) NOT NULL,
+    address CHAR(32) NOT NULL,
+    subject VARCHAR(50) NOT NULL,
+    value DOUBLE NOT NULL,
+    timestamp INT NOT NULL,
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (address, subject)
+--  FOREIGN KEY (unit) REFERENCES units(unit)
+)""", only_for="full"),
+            Statement(sql="CREATE INDEX IF NOT EXISTS byNumericalVotesSubjectTs ON numerical_votes(subject, timestamp)",
+                      only_for="full", already_present=index_exists("byNumericalVotesSubjectTs")),
+            _create_table("system_vars", """CREATE TABLE IF NOT EXISTS system_vars (
+    subject VARCHAR(50) NOT NULL,
+    value TEXT NOT NULL,
+    vote_count_mci INT NOT NULL, -- applies since the next mci
+    is_emergency TINYINT NOT NULL DEFAULT 0,
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (subject, vote_count_mci DESC)
+)""", only_for="full"),
+            _create_table("tps_fees_balances", """CREATE TABLE IF NOT EXISTS tps_fees_balances (
+    address CHAR(32) NOT NULL,
+    mci INT NOT NULL,
+    tps_fee_balance INT NOT NULL DEFAULT 0, -- can be negative
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (address, mci DESC)
+)""".replace("tps_fee_balance INT", "tps_fees_balance INT"), only_for="full"),
+            _create_table("node_vars", """CREATE TABLE IF NOT EXISTS node_vars (
+    name VARCHAR(30) NOT NULL PRIMARY KEY,
+    value TEXT NOT NULL,
+    last_update TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+)""", only_for="full"),
+            Statement(sql="INSERT OR IGNORE INTO node_vars (name, value) VALUES ('last_temp_data_purge_mci', ?)",
+                      only_for="full", params=("v4UpgradeMci",)),
+            StatementGroup(
+                statements=tuple(
+                    Statement(sql=f"ALTER TABLE units ADD COLUMN {name} {kind} NULL") for name, kind in _UNITS_V4_COLUMNS
+                ),
+                already_present=Probe(
+                    sql="SELECT 1 FROM sqlite_master WHERE type='table' AND name='units' AND instr(sql, 'oversize_fee')>0",
+                    reason="units' CREATE statement already names oversize_fee (ocore tests the text)",
+                ),
+            ),
+            Statement(sql="UPDATE units SET is_aa_response=1 WHERE unit IN (SELECT response_unit FROM aa_responses)",
+                      effect=("rewrites", "units")),
+            Statement(sql="""UPDATE units
+    SET count_primary_aa_triggers=(SELECT COUNT(*) FROM aa_responses WHERE trigger_unit=unit)
+    WHERE is_aa_response!=1 AND unit IN (SELECT trigger_unit FROM aa_responses)"""),
+            _user_version(46),
+        ),
+    ),
+    Step(version=47, items=(
+        Statement(sql="UPDATE aa_balances SET balance=23000 WHERE address='GZKVAR5Z2U4N6S2BIQDIY3HN5ZHVV45M' "
+                      "AND asset='base' AND balance=46000",
+                  only_for="full", only_networks=("mainnet", "devnet"), effect=("rewrites", "aa_balances")),
+    )),
+    Step(version=48, items=(
+        Statement(sql="DROP INDEX IF EXISTS hcobyAddressSpent"),
+        Statement(sql="DROP INDEX IF EXISTS byWitnessAddressSpent"),
+    )),
+    Step(version=49, items=(
+        AtomicBlock(
+            statements=(
+                Statement(sql="ALTER TABLE wallet_arbiter_contracts RENAME TO wallet_arbiter_contracts_old"),
+                Statement(sql="CREATE TABLE wallet_arbiter_contracts (" + _WAC_COLUMNS_43.replace(
+                    "    amount BIGINT NULL,", "    my_party_name VARCHAR(100) NULL,\n    peer_party_name VARCHAR(100) NULL,\n"
+                    "    amount BIGINT NULL,").replace("status VARCHAR CHECK", "status VARCHAR(40) CHECK").replace(
+                    "    FOREIGN KEY (my_address)",
+                    "    FOREIGN KEY (shared_address) REFERENCES shared_addresses(shared_address),\n    FOREIGN KEY (my_address)")
+                    + ")"),
+                Statement(sql=f"INSERT INTO wallet_arbiter_contracts ({_WAC_COLUMN_LIST}) SELECT {_WAC_COLUMN_LIST} "
+                              "FROM wallet_arbiter_contracts_old"),
+                Statement(sql="DROP TABLE wallet_arbiter_contracts_old"),
+                Statement(sql="CREATE INDEX wacStatus ON wallet_arbiter_contracts(status)"),
+                Statement(sql="CREATE INDEX wacArbiterAddress ON wallet_arbiter_contracts(arbiter_address)"),
+                Statement(sql="CREATE INDEX wacPeerAddress ON wallet_arbiter_contracts(peer_address)"),
+            ),
+            already_present=Probe(
+                sql="SELECT 1 FROM pragma_foreign_key_list('wallet_arbiter_contracts') WHERE \"table\"='shared_addresses'",
+                reason="wallet_arbiter_contracts already has its shared_addresses key",
+            ),
+        ),
+    )),
+    Step(version=50, items=(
+        _add_column("wallet_arbiter_contracts", "my_pairing_code",
+                    "ALTER TABLE wallet_arbiter_contracts ADD COLUMN my_pairing_code VARCHAR(200) NULL"),
+        _user_version(50),
+    )),
+)
+
+ALL_STEPS: tuple[Step, ...] = STEPS + KV_ERA_STEPS
+KV_FILL_STEP = 31  # the v31 fill of unit JSON and data feeds (bluegreen.engine), with a unit selector
+MAX_KNOWN_VERSION = 50
+MIN_SOURCE_VERSION = 6
+SUPPORTED_TARGETS: tuple[int, ...] = tuple(range(31, MAX_KNOWN_VERSION + 1))
+
+
+def max_known_version() -> int:
+    """The highest ocore schema version bluegreen migrates to (ocore 0.4.6's VERSION)."""
+    return MAX_KNOWN_VERSION
+
+
+def statement_applies(st: Statement, node: NodeKind, network: str) -> bool:
+    """Whether ocore runs this statement on this node kind and network."""
+    if st.only_for is not None and st.only_for != node:
+        return False
+    return st.only_networks is None or network in st.only_networks
+
+
+def bound_params(st: Statement, network: str) -> tuple[object, ...]:
+    """The values of `st.params` on `network` (unknown networks take mainnet's, as ocore without env)."""
+    consts = NETWORK_CONSTANTS.get(network, NETWORK_CONSTANTS["mainnet"])
+    return tuple(consts[name] for name in st.params)
+
 
 def steps_between(from_version: int, to_version: int) -> tuple[Step, ...]:
-    """The steps ocore runs to move a database from `from_version` to `to_version` (<= 30), in order."""
-    return tuple(s for s in STEPS if from_version < s.version <= to_version)
+    """The catalogue steps ocore runs to move a database from `from_version` to `to_version`, in order
+    (step 31, the KV fill, is the engine's and not in this list)."""
+    return tuple(s for s in ALL_STEPS if from_version < s.version <= to_version)
 
 
 # ---------------------------------------------------------------- data operations
