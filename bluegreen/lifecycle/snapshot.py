@@ -28,6 +28,7 @@ from bluegreen.errors import OutOfSpaceError, SourceDataError
 from bluegreen.lifecycle import fingerprint as fpmod
 from bluegreen.lifecycle.killpoints import killpoint
 from bluegreen.lifecycle.layout import Layout
+from bluegreen.lifecycle.pragma_progress import run_pragma
 from bluegreen.lifecycle.state import SpaceEstimate
 
 MiB = 1 << 20
@@ -190,11 +191,11 @@ def backup_sqlite(db_path: Path, dst_path: Path, progress: Progress | None = Non
     return pages, immutable
 
 
-def quick_check(db_path: Path) -> list[str]:
-    """`PRAGMA quick_check` on a copy we own; [] when it says ok."""
+def quick_check(db_path: Path, progress: Progress | None = None) -> list[str]:
+    """`PRAGMA quick_check` on a copy we own; [] when it says ok. Progress from SQLite's VM steps."""
     conn = open_readonly_quiet(db_path)
     try:
-        rows = [r[0] for r in conn.execute("PRAGMA quick_check(20)")]
+        rows = [r[0] for r in run_pragma(conn, "PRAGMA quick_check(20)", "quick_check", "quick_check", progress)]
     finally:
         conn.close()
     return [] if rows == ["ok"] else rows
