@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from bluegreen import signals
 from bluegreen.errors import BluegreenError
 from bluegreen.lifecycle import command, logfile, pointer
+from bluegreen.lifecycle import plan as planmod
 from bluegreen.lifecycle.results import CommandResult, ErrorResult, StatusResult, VerifyResult
 from bluegreen.version import tool_version
 
@@ -121,6 +122,8 @@ def _print_text(result: CommandResult) -> None:
         typer.echo(result.report.summary())
     if isinstance(result, StatusResult):
         _print_status(result)
+    if isinstance(result, planmod.PlanResult):
+        typer.echo(planmod.describe(result))
     typer.echo(result.message)
     for w in result.warnings:
         typer.echo(f"warning: {w}", err=True)
@@ -270,14 +273,29 @@ def _abort_forgetting(**kw: Any) -> CommandResult:
 def stage(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = StagingDir, as_json: bool = JsonOut,
           genesis_unit: Optional[str] = typer.Option(None, "--genesis-unit",
                                                      help="Devnet: the genesis unit (default: from the data)."),
-          target_version: int = typer.Option(31, "--target-version", help="Schema version to reach (31).")) -> None:
+          target_version: int = typer.Option(31, "--target-version", help="Schema version to reach (31)."),
+          dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; show what stage would do "
+                                       "(the same as `upgrade plan`).")) -> None:
     """Copy the data dir into the staging area and migrate the COPY to version 31.
 
     Reads the data dir (SQLite through its backup API, rocksdb/ and other files copied, .sst hard-linked);
     writes only in the staging area. Refuses when the node is running with a KV store, when space is short,
     or when the source fails PRAGMA quick_check. Re-run after a crash or Ctrl-C: it resumes."""
+    if dry_run:
+        _run("plan", as_json, planmod.plan, data_dir=data_dir, staging_dir=staging_dir, target_version=target_version)
     _run("stage", as_json, _stage_remembering, data_dir=data_dir, staging_dir=staging_dir, target_version=target_version,
          genesis_unit=genesis_unit, progress=None if as_json else Progress())
+
+
+@app.command()
+def plan(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = StagingDir, as_json: bool = JsonOut,
+         target_version: int = typer.Option(31, "--target-version", help="Schema version to reach (31).")) -> None:
+    """Show what `stage` would do, writing NOTHING (not even the staging dir).
+
+    Prints the source version (read from the SQLite header), the target, each schema step that would run,
+    the unit count, the space stage needs vs the free space (and how that was computed), whether the node is
+    running, the node's node_modules and ocore version found, and a time estimate from the unit count."""
+    _run("plan", as_json, planmod.plan, data_dir=data_dir, staging_dir=staging_dir, target_version=target_version)
 
 
 @app.command()

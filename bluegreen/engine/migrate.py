@@ -256,7 +256,7 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
     committed = False
     try:
         killpoint("engine.before_sql_steps")
-        steps = apply_schema_steps(conn, report.source_version, light=light)
+        steps = apply_schema_steps(conn, report.source_version, light=light, progress=progress)
         report.steps = steps.model_dump(mode="json") if hasattr(steps, "model_dump") else steps
         killpoint("engine.after_sql_steps")
         report.units_total = count_units(conn)

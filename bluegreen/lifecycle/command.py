@@ -318,7 +318,7 @@ def _stage_snapshot(lay: Layout, store: StateStore, state: StagingState, target_
         state.last_error = str(exc)
         store.transition(state, Phase.FAILED, f"snapshot failed: {getattr(exc, 'message', exc)}")
         raise
-    problems = snapshot.quick_check(lay.green_dir / lay.db_name)
+    problems = snapshot.quick_check(lay.green_dir / lay.db_name, progress)
     if problems:
         state.last_error = "quick_check: " + "; ".join(problems[:5])
         _rmtree(lay.green_dir)

@@ -28,6 +28,7 @@ from bluegreen.errors import OutOfSpaceError, SourceDataError
 from bluegreen.lifecycle import fingerprint as fpmod
 from bluegreen.lifecycle.killpoints import killpoint
 from bluegreen.lifecycle.layout import Layout
+from bluegreen.lifecycle.pragma_progress import run_pragma
 from bluegreen.lifecycle.state import SpaceEstimate
 
 MiB = 1 << 20
@@ -69,15 +70,23 @@ def _sizes(layout: Layout) -> tuple[int, int, int]:
     return copy, linkable, sql
 
 
+# Bytes the v31 step adds (RocksDB joints + df/dfv keys, compressed, plus the engine's SQLite growth), per
+# byte of blue's SQLite file. Measured after `stage` on generated devnet nodes (version 28): 2k units 0.239,
+# 20k units 0.242 (docs/runbook.md "Planning"). Budgeting the SQLite size once more (the old model) was ~1.6x.
+KV_BYTES_PER_SQLITE_BYTE = 0.25
+SPACE_METHOD = ("copy = SQLite file + -wal + every non-.sst file (rocksdb/*.sst are hard-linked, 0 bytes); "
+                f"KV = {KV_BYTES_PER_SQLITE_BYTE} x SQLite size (measured ratio of what the v31 step adds); "
+                "margin = 10% + 16 MiB for the engine's WAL and RocksDB compaction peaks")
+
+
 def estimate_space(layout: Layout) -> SpaceEstimate:
     """How many bytes stage needs on the staging filesystem, and how many are free.
 
-    The KV estimate: the v31 step writes every unit's JSON and every data feed into RocksDB; both are
-    about as big as the SQL rows they come from, so we budget the SQLite size once more (plus the
-    engine's SQLite WAL during the step), and keep a 10% + 64 MiB margin."""
+    copy + KV estimate is the staging footprint after stage (within a few % on generated nodes); the margin
+    covers transient peaks (SQLite WAL during the SQL steps, RocksDB flushes). See SPACE_METHOD."""
     copy, linkable, sql = _sizes(layout)
-    kv = sql
-    margin = (copy + kv) // 10 + 64 * MiB
+    kv = int(sql * KV_BYTES_PER_SQLITE_BYTE)
+    margin = (copy + kv) // 10 + 16 * MiB
     probe = layout.staging_dir if layout.staging_dir.exists() else layout.staging_dir.parent
     st = os.statvfs(probe)
     return SpaceEstimate(copy_bytes=copy, linked_bytes=linkable, kv_estimate_bytes=kv, margin_bytes=margin,
@@ -182,11 +191,11 @@ def backup_sqlite(db_path: Path, dst_path: Path, progress: Progress | None = Non
     return pages, immutable
 
 
-def quick_check(db_path: Path) -> list[str]:
-    """`PRAGMA quick_check` on a copy we own; [] when it says ok."""
+def quick_check(db_path: Path, progress: Progress | None = None) -> list[str]:
+    """`PRAGMA quick_check` on a copy we own; [] when it says ok. Progress from SQLite's VM steps."""
     conn = open_readonly_quiet(db_path)
     try:
-        rows = [r[0] for r in conn.execute("PRAGMA quick_check(20)")]
+        rows = [r[0] for r in run_pragma(conn, "PRAGMA quick_check(20)", "quick_check", "quick_check", progress)]
     finally:
         conn.close()
     return [] if rows == ["ok"] else rows

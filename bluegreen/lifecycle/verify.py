@@ -30,6 +30,7 @@ from bluegreen.formats.networks import Network, detect_network
 from bluegreen.schema import drift, reference
 from bluegreen.schema.steps import LAST_SQL_STEP, AtomicBlock, Statement, steps_between
 from bluegreen.lifecycle.snapshot import open_readonly_quiet
+from bluegreen.lifecycle.pragma_progress import run_pragma
 from bluegreen.lifecycle.verify_models import MAX_FIRST_FAILURES, VerifyCheck, VerifyReport
 
 Progress = Callable[[str, int, int], None]
@@ -185,10 +186,11 @@ def _tick(progress: Progress | None, name: str, done: int, total: int) -> None:
 # checks 1-5: SQL
 
 
-def check_integrity(green: apsw.Connection) -> VerifyCheck:
-    """Check 1: `PRAGMA integrity_check` of green reports exactly `ok`."""
+def check_integrity(green: apsw.Connection, progress: Progress | None = None) -> VerifyCheck:
+    """Check 1: `PRAGMA integrity_check` of green reports exactly `ok` (progress from SQLite's VM steps)."""
     tally = _Tally(CHECK_INTEGRITY)
-    messages = [r[0] for r in green.execute("PRAGMA integrity_check(100)")]
+    messages = [r[0] for r in run_pragma(green, "PRAGMA integrity_check(100)", CHECK_INTEGRITY, "integrity_check",
+                                         progress)]
     tally.checked = 1
     for msg in messages:
         if msg != "ok":
@@ -196,16 +198,19 @@ def check_integrity(green: apsw.Connection) -> VerifyCheck:
     return tally.result("database file structure, indexes, constraints")
 
 
-def _fk_violations(conn: apsw.Connection) -> list[tuple[str, int | None, str]]:
-    return [(r[0], r[1], r[2]) for r in conn.execute("PRAGMA foreign_key_check")]
+def _fk_violations(conn: apsw.Connection, step: str = CHECK_FOREIGN_KEYS,
+                   progress: Progress | None = None) -> list[tuple[str, int | None, str]]:
+    rows = run_pragma(conn, "PRAGMA foreign_key_check", step, "foreign_key_check", progress)
+    return [(r[0], r[1], r[2]) for r in rows]
 
 
-def check_foreign_keys(blue: apsw.Connection, green: apsw.Connection) -> VerifyCheck:
+def check_foreign_keys(blue: apsw.Connection, green: apsw.Connection,
+                       progress: Progress | None = None) -> VerifyCheck:
     """Check 2: every foreign-key violation of green already exists in blue (no new ones)."""
     tally = _Tally(CHECK_FOREIGN_KEYS)
     # Blue's violations are few on a healthy node; a set of them is small.
-    known = set(_fk_violations(blue))
-    green_rows = _fk_violations(green)
+    known = set(_fk_violations(blue, CHECK_FOREIGN_KEYS + " (blue)", progress))
+    green_rows = _fk_violations(green, CHECK_FOREIGN_KEYS, progress)
     for table, rowid, parent in green_rows:
         tally.checked += 1
         if (table, rowid, parent) not in known:
@@ -637,8 +642,8 @@ def verify_green(
     green = open_readonly(green_db)
     checks: list[VerifyCheck] = []
     try:
-        checks.append(_run(CHECK_INTEGRITY, lambda: check_integrity(green)))
-        checks.append(_run(CHECK_FOREIGN_KEYS, lambda: check_foreign_keys(blue, green)))
+        checks.append(_run(CHECK_INTEGRITY, lambda: check_integrity(green, progress)))
+        checks.append(_run(CHECK_FOREIGN_KEYS, lambda: check_foreign_keys(blue, green, progress)))
         checks.append(_run(CHECK_USER_VERSION, lambda: check_user_version(green, target_version)))
         checks.append(_run(CHECK_SCHEMA, lambda: check_schema(green, target_version, light)))
         checks.append(_run(CHECK_ROW_COUNTS, lambda: check_row_counts(blue, green, progress)))

@@ -88,14 +88,15 @@ def _probe(conn: apsw.Connection, probe: Probe) -> bool:
 
 def apply_schema_steps(
     conn: apsw.Connection, from_version: int, *, light: bool, target: int = 31, network: str = "mainnet",
-    kv: StateVarStore | None = None,
+    kv: StateVarStore | None = None, progress: Callable[[str, int, int], None] | None = None,
 ) -> StepsReport:
     """Apply every ocore schema step with `from_version < step <= min(target, 30)` in order, on `conn`,
     inside the caller's open transaction (never commits; never sets user_version).
 
     Each statement is applied, or skipped because its effect is already present (probe), or because it
     is for the other node kind (full/light); ocore's intermediate `PRAGMA user_version=N` are recorded as
-    deferred. Any other failure raises SchemaStepError naming the step and statement."""
+    deferred. Any other failure raises SchemaStepError naming the step and statement.
+    `progress("schema steps", done, total)` is called before each step and once at the end."""
     if conn.getautocommit():
         raise MigrationError(
             "apply_schema_steps needs an open transaction on the connection",
@@ -114,7 +115,9 @@ def apply_schema_steps(
     node: NodeKind = "light" if light else "full"
     report = StepsReport(from_version=from_version, target=target, node=node, steps=[], statements=[])
     steps = steps_between(from_version, target)
-    for step in steps:
+    for done, step in enumerate(steps):
+        if progress is not None:
+            progress("schema steps", done, len(steps))
         report.steps.append(step.version)
         index = 0
 
@@ -169,6 +172,8 @@ def apply_schema_steps(
                         else "the database holds nothing for it to derive"
                     )
                     record(f"data operation {item.name}", "skipped-already-present", reason, rows_changed=0)
+    if progress is not None:
+        progress("schema steps", len(steps), len(steps))
     return report
 
 
