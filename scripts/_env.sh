@@ -1,15 +1,15 @@
 # Shared by scripts/*: create or reuse the project's virtualenv and install bluegreen into it.
-# Needs nothing but Python 3.11 on PATH (python3.11 or python3).
+# Needs nothing but Python >= 3.11 on PATH (python3.11 preferred, then python3.13, python3.12, python3).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 pick_python() {
-  for py in python3.11 python3; do
-    if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import sys; sys.exit(0 if sys.version_info[:2]==(3,11) else 1)'; then
+  for py in python3.11 python3.13 python3.12 python3; do
+    if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import sys; sys.exit(0 if sys.version_info[:2]>=(3,11) else 1)'; then
       echo "$py"; return 0
     fi
   done
-  echo "bluegreen needs Python 3.11 on PATH (python3.11 or python3)" >&2
+  echo "bluegreen needs Python >= 3.11 on PATH (python3.11, python3.12, python3.13 or python3)" >&2
   return 1
 }
 ensure_venv() {
