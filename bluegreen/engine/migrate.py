@@ -44,6 +44,8 @@ from bluegreen.killpoints import killpoint
 from bluegreen.schema.runner import apply_schema_steps
 
 TARGET_VERSION = 31
+# The one list of schema versions this engine can migrate to; the lifecycle checks it before copying.
+SUPPORTED_TARGETS: frozenset[int] = frozenset({TARGET_VERSION})
 MAX_FAILURES_KEPT = 10_000  # every failure is counted; this many are listed
 
 Progress = Callable[[str, int, int], None]

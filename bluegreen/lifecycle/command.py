@@ -27,6 +27,7 @@ from bluegreen.errors import (
     SourceDataError,
     VerificationFailed,
 )
+from bluegreen.engine.migrate import SUPPORTED_TARGETS
 from bluegreen.lifecycle import fingerprint as fpmod
 from bluegreen.lifecycle import greendiff, layout as layoutmod, noderunning, snapshot, storage_errors
 from bluegreen.lifecycle import swap as swapmod
@@ -217,6 +218,10 @@ def _progress_saver(store: StateStore, state: StagingState, user: ProgressFn | N
 def _preflight_stage(lay: Layout, target_version: int) -> tuple[int, list[str]]:
     """Read-only checks before anything is written. Returns (blue version, warnings)."""
     warnings: list[str] = []
+    if target_version not in SUPPORTED_TARGETS:
+        raise PreflightError(f"target version {target_version} is not supported "
+                             f"(supported: {', '.join(map(str, sorted(SUPPORTED_TARGETS)))})",
+                             "give a supported --target-version, or omit it")
     version = _version(lay.data_dir, lay.db_name)
     if version is None:
         raise SourceDataError(f"{lay.data_dir / lay.db_name} is not a SQLite database", "check the data dir")
