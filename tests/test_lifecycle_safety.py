@@ -18,3 +18,17 @@ def test_unsupported_target_version_refused_before_anything_is_created(tmp_path:
         command.stage(node, target_version=32)
     assert not node.with_name(node.name + ".bluegreen").exists()  # no staging dir, no copy
     assert tree_hash(node) == blue
+
+
+def test_rollback_with_blue_previous_removed_is_a_clear_refusal(tmp_path: Path) -> None:
+    import shutil
+    node = make_node(tmp_path)
+    command.stage(node)
+    command.verify(node)
+    command.promote(node)
+    green = tree_hash(node)
+    shutil.rmtree(node.with_name(node.name + ".bluegreen") / "blue-previous")
+    with pytest.raises(PreflightError, match="blue-previous") as e:
+        command.rollback(node)
+    assert e.value.exit_code != 70 and e.value.hint
+    assert tree_hash(node) == green

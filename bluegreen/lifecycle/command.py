@@ -670,6 +670,11 @@ def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, f
             phase = state.phase if state else Phase.NONE
             raise PreflightError(f"nothing to roll back (phase {phase.value}): the data dir still holds the old data",
                                  NEXT_STEP[phase])
+        if not (lay.previous_dir / lay.db_name).is_file():
+            raise PreflightError(f"cannot roll back: the old data {lay.previous_dir} is missing (archived or removed "
+                                 "by hand?); the data dir keeps the upgraded data",
+                                 f"put the old data dir back at {lay.previous_dir} and re-run `upgrade rollback`, "
+                                 "or keep the upgrade")
         noderunning.ensure_stopped(lay.data_dir, lay.exclude)
         changes = greendiff.compare(state.green_fingerprint_promoted or fpmod.Fingerprint(),
                                     state.green_row_counts_promoted, lay.work_dir / KV_KEYS_FILE,
