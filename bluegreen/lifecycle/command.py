@@ -27,6 +27,7 @@ from bluegreen.errors import (
     SourceDataError,
     VerificationFailed,
 )
+from bluegreen.schema.steps import SUPPORTED_TARGETS
 from bluegreen.lifecycle import fingerprint as fpmod
 from bluegreen.lifecycle import greendiff, layout as layoutmod, noderunning, ownership, snapshot, storage_errors
 from bluegreen.lifecycle import swap as swapmod
@@ -218,6 +219,10 @@ def _progress_saver(store: StateStore, state: StagingState, user: ProgressFn | N
 def _preflight_stage(lay: Layout, target_version: int) -> tuple[int, list[str]]:
     """Read-only checks before anything is written. Returns (blue version, warnings)."""
     warnings: list[str] = []
+    if target_version not in SUPPORTED_TARGETS:
+        raise PreflightError(f"target version {target_version} is not supported "
+                             f"(supported: {', '.join(map(str, sorted(SUPPORTED_TARGETS)))})",
+                             "give a supported --target-version, or omit it")
     version = _version(lay.data_dir, lay.db_name)
     if version is None:
         raise SourceDataError(f"{lay.data_dir / lay.db_name} is not a SQLite database", "check the data dir")
@@ -673,6 +678,11 @@ def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, f
             phase = state.phase if state else Phase.NONE
             raise PreflightError(f"nothing to roll back (phase {phase.value}): the data dir still holds the old data",
                                  NEXT_STEP[phase])
+        if not (lay.previous_dir / lay.db_name).is_file():
+            raise PreflightError(f"cannot roll back: the old data {lay.previous_dir} is missing (archived or removed "
+                                 "by hand?); the data dir keeps the upgraded data",
+                                 f"put the old data dir back at {lay.previous_dir} and re-run `upgrade rollback`, "
+                                 "or keep the upgrade")
         noderunning.ensure_stopped(lay.data_dir, lay.exclude)
         changes = greendiff.compare(state.green_fingerprint_promoted or fpmod.Fingerprint(),
                                     state.green_row_counts_promoted, lay.work_dir / KV_KEYS_FILE,
