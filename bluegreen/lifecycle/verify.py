@@ -42,6 +42,7 @@ CHECK_SCHEMA = "schema"
 CHECK_ROW_COUNTS = "row_counts"
 CHECK_KV_UNITS = "kv_units"
 CHECK_KV_DATA_FEEDS = "kv_data_feeds"
+KV_ERA_VERSION = 31  # from this version on, ocore keeps unit JSON and data feeds only in the KV store
 CHECK_BALLS = "balls"
 
 FULL_DB_NAME = "byteball.sqlite"
@@ -510,6 +511,42 @@ def _group_rows(blue: apsw.Connection, address: str, feed_name: str, mci: int | 
     return list(blue.execute(sql, bindings))
 
 
+KV_FEED_LOOKUP_BATCH = 900  # below SQLite's default limit of bound parameters
+
+
+def check_kv_data_feeds_kv_era(green: apsw.Connection, kv: Rdict) -> VerifyCheck:
+    """Check 7 for a source already on the KV store (version >= 31): ocore stopped filling SQL `data_feeds`,
+    so the expected keys cannot be rebuilt from SQL. The `df`/`dfv` keys were copied from blue unchanged (no
+    step from 31 on touches them); check that each one is well formed and names a unit that green holds."""
+    tally = _Tally(CHECK_KV_DATA_FEEDS)
+    pending: list[tuple[bytes, str]] = []
+
+    def flush() -> None:
+        units = sorted({u for _k, u in pending})
+        known = {r[0] for r in green.execute(
+            f"SELECT unit FROM units WHERE unit IN ({','.join('?' * len(units))})", units)} if units else set()
+        for key, unit in pending:
+            if unit not in known:
+                tally.fail(f"{_show(key)} names unit {unit}, which green does not hold")
+        pending.clear()
+
+    for prefix, fields in ((DF_PREFIX, 6), (DFV_PREFIX, 4)):
+        for key, value in _kv_range(kv, prefix):
+            tally.checked += 1
+            parts = key.split(b"\n")
+            text = value.decode("utf-8", "replace")
+            unit = text.rsplit("\n", 1)[-1] if prefix == DFV_PREFIX else text
+            if len(parts) < fields or len(parts[-1]) != 8:
+                tally.fail(f"{_show(key)}: not a {prefix.decode().strip()} key of ocore's form")
+                continue
+            pending.append((key, unit))
+            if len(pending) >= KV_FEED_LOOKUP_BATCH:
+                flush()
+    flush()
+    return tally.result(f"source already on the KV store: {tally.checked} df/dfv keys copied from blue, each "
+                        "well formed and naming a unit green holds (SQL data_feeds is not filled in the KV era)")
+
+
 def _check_kv_data_feeds_sample(blue: apsw.Connection, kv: Rdict, sample: int, progress: Progress | None) -> VerifyCheck:
     tally = _Tally(CHECK_KV_DATA_FEEDS)
     rng = random.Random(SAMPLE_SEED)
@@ -662,7 +699,12 @@ def verify_green(
                     return check_kv_units(green, opened, network, light, sample, progress)
 
                 checks.append(_run(CHECK_KV_UNITS, units_check))
-                checks.append(_run(CHECK_KV_DATA_FEEDS, lambda: check_kv_data_feeds(blue, opened, sample, progress)))
+                if _user_version(blue) >= KV_ERA_VERSION:
+                    checks.append(_run(CHECK_KV_DATA_FEEDS,
+                                       lambda: check_kv_data_feeds_kv_era(green, opened)))
+                else:
+                    checks.append(_run(CHECK_KV_DATA_FEEDS,
+                                       lambda: check_kv_data_feeds(blue, opened, sample, progress)))
             finally:
                 kv.close()
         checks.append(_run(CHECK_BALLS, lambda: check_balls(green, sample, progress)))
