@@ -259,11 +259,6 @@ def _stage_remembering(**kw: Any) -> CommandResult:
 def _abort_forgetting(**kw: Any) -> CommandResult:
     """command.abort, then the pointer goes too once the staging area it names is gone."""
     result = command.abort(**kw)
-    # Until abort moves the log aside itself, the log is the only thing left: drop it with the staging area.
-    logfile.close()
-    if result.staging_dir.is_dir() and [p.name for p in result.staging_dir.iterdir()] == [logfile.LOG_NAME]:
-        (result.staging_dir / logfile.LOG_NAME).unlink()
-        result.staging_dir.rmdir()
     if not result.staging_dir.exists():
         pointer.forget(result.data_dir)
     return result

@@ -161,13 +161,46 @@ def _recover(lay: Layout, store: StateStore, state: StagingState | None) -> tupl
     return state, notes
 
 
+# What abort keeps: the record of what happened (moved out of the staging area, never deleted).
+KEPT_ON_ABORT = ("audit.log", "bluegreen.log", "reports")
+
+
+def kept_aside_dir(lay: Layout) -> Path:
+    """Where abort moves the audit log, the detailed log and the reports: a sibling of the staging area."""
+    return lay.staging_dir.with_name(f"{lay.staging_dir.name}-aborted-{utcnow():%Y%m%dT%H%M%S%fZ}")
+
+
+def _keep_aside(lay: Layout) -> Path | None:
+    """Move audit.log, bluegreen.log and reports/ out of the staging area (same filesystem: renames)."""
+    present = [lay.staging_dir / n for n in KEPT_ON_ABORT if (lay.staging_dir / n).exists()]
+    if not present:
+        return None
+    dest = kept_aside_dir(lay)
+    dest.mkdir()
+    for p in present:
+        os.rename(p, dest / p.name)
+    fsync_dir(dest)
+    fsync_dir(lay.staging_dir)
+    fsync_dir(dest.parent)
+    return dest
+
+
+def _abort_message(lay: Layout, removed: list[str]) -> str:
+    kept = next((r for r in removed if r.startswith("(kept:")), "")
+    return (f"aborted: removed {lay.staging_dir}; the data dir was not touched"
+            + (f"; {kept[1:-1]}" if kept else ""))
+
+
 def _finish_abort(lay: Layout) -> list[str]:
     removed = []
-    for sub in (lay.green_dir, lay.staging_dir / "green.partial", lay.work_dir, lay.reports_dir):
+    for sub in (lay.green_dir, lay.staging_dir / "green.partial", lay.work_dir):
         if _rmtree(sub):
             removed.append(str(sub))
         killpoint("abort.mid_remove")
-    for name in ("state.json", "state.json.tmp", "audit.log", "lock"):
+    kept = _keep_aside(lay)
+    if kept is not None:
+        removed.append(f"(kept: audit log, log and reports moved to {kept})")
+    for name in ("state.json", "state.json.tmp", "lock"):
         p = lay.staging_dir / name
         if p.exists():
             p.unlink()
@@ -800,7 +833,7 @@ def abort(data_dir: Path | None = None, staging_dir: Path | None = None) -> Abor
             removed = _finish_abort(lay)
             return AbortResult(**base, phase=Phase.NONE, removed=removed,
                                recovered=[f"unreadable state file dropped: {exc.message}"],
-                               message=f"aborted: removed {lay.staging_dir}; the data dir was not touched",
+                               message=_abort_message(lay, removed),
                                next_step=NEXT_STEP[Phase.NONE])
         state, notes = _recover(lay, store, loaded)
         if state is not None and state.phase == Phase.PROMOTED:
@@ -811,5 +844,5 @@ def abort(data_dir: Path | None = None, staging_dir: Path | None = None) -> Abor
             store.transition(state, Phase.ABORTED, "abort: removing green and the staging area")
         removed = _finish_abort(lay)
     return AbortResult(**base, phase=Phase.NONE, recovered=notes, removed=removed,
-                       message=f"aborted: removed {lay.staging_dir}; the data dir was not touched",
+                       message=_abort_message(lay, removed),
                        next_step=NEXT_STEP[Phase.NONE])

@@ -26,7 +26,7 @@ from bluegreen.errors import BadInputError
 from bluegreen.formats.feeds import data_feed_entries
 from bluegreen.formats.hashing import get_ball_hash, get_unit_hash
 from bluegreen.formats.jsvalues import js_parse
-from bluegreen.formats.networks import Network, detect_network
+from bluegreen.formats.networks import MAINNET, Network, detect_network
 from bluegreen.schema import drift, reference
 from bluegreen.schema.steps import LAST_SQL_STEP, AtomicBlock, Statement, steps_between
 from bluegreen.lifecycle.snapshot import open_readonly_quiet
@@ -695,7 +695,9 @@ def verify_green(
                 opened = kv
 
                 def units_check() -> VerifyCheck:
-                    network = detect_green_network(green, genesis_unit)
+                    # A node with no units has nothing network-dependent to check (stray j keys still are).
+                    no_units = _count(green, "SELECT count(*) FROM units") == 0
+                    network = MAINNET if no_units else detect_green_network(green, genesis_unit)
                     return check_kv_units(green, opened, network, light, sample, progress)
 
                 checks.append(_run(CHECK_KV_UNITS, units_check))
