@@ -309,7 +309,8 @@ def replay(rec: Recording, work: Path, per_epoch: int, seed: int, rerun_every: i
     prefix = work / "prefix.img"
     subprocess.run(["cp", "--sparse=always", str(rec.base), str(prefix)], check=True)
     applied = 0
-    img, mnt = work / "crash.img", work / "crash-mnt"
+    # Same mount point as the recording: state.json and the swap journal hold absolute paths.
+    img, mnt = work / "crash.img", work / "fs"
     violations: list[tuple[CrashPoint, list[str]]] = []
     digests: set[str] = set()
     for n, pt in enumerate(pts):
