@@ -29,3 +29,10 @@ ensure_venv() {
     touch "$stamp"
   fi
 }
+ensure_powerloss_deps() {
+  # The power-loss recorder (tests/powerloss) needs fusermount3 and libfuse3 (Debian fuse3); as root only.
+  if [ "$(id -u)" = 0 ] && ! command -v fusermount3 >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q fuse3; } >/dev/null 2>&1 \
+      || echo "warning: could not install fuse3; the powerloss tests will fail" >&2
+  fi
+}
