@@ -193,6 +193,20 @@ _ATTESTED_FIELDS_COLUMNS = """
     `value` VARCHAR(100) NOT NULL,
     PRIMARY KEY (unit, message_index, `field`),"""
 
+# step 15 creates it; step 43 drops it (and its rows, as ocore does) and creates it again, the same DDL
+_ASSET_METADATA_DDL = """CREATE TABLE IF NOT EXISTS asset_metadata (
+    asset CHAR(44) NOT NULL PRIMARY KEY,
+    metadata_unit CHAR(44) NOT NULL,
+    registry_address CHAR(32) NULL,
+    suffix VARCHAR(20) NULL,
+    name VARCHAR(20) NULL,
+    decimals TINYINT NULL,
+    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    UNIQUE (name, registry_address),
+    FOREIGN KEY (asset) REFERENCES assets(unit),
+    FOREIGN KEY (metadata_unit) REFERENCES units(unit)
+)"""
+
 _AA_RESPONSES_COLUMNS = """
     aa_response_id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
     mci INT NOT NULL, -- mci of the trigger unit
@@ -383,18 +397,7 @@ STEPS: tuple[Step, ...] = (
         items=(
             _create_table(
                 "asset_metadata",
-                """CREATE TABLE IF NOT EXISTS asset_metadata (
-    asset CHAR(44) NOT NULL PRIMARY KEY,
-    metadata_unit CHAR(44) NOT NULL,
-    registry_address CHAR(32) NULL,
-    suffix VARCHAR(20) NULL,
-    name VARCHAR(20) NULL,
-    decimals TINYINT NULL,
-    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
-    UNIQUE (name, registry_address),
-    FOREIGN KEY (asset) REFERENCES assets(unit),
-    FOREIGN KEY (metadata_unit) REFERENCES units(unit)
-)""",
+                _ASSET_METADATA_DDL,
             ),
         ),
     ),
@@ -874,18 +877,7 @@ KV_ERA_STEPS: tuple[Step, ...] = (
     FOREIGN KEY (arbstore_device_address) REFERENCES correspondent_devices(device_address)
 )"""),
             Statement(sql="DROP TABLE IF EXISTS asset_metadata", effect=("drops_rows", "asset_metadata")),
-            Statement(sql="""CREATE TABLE IF NOT EXISTS asset_metadata (
-    asset CHAR(44) NOT NULL PRIMARY KEY,
-    metadata_unit CHAR(44) NOT NULL,
-    registry_address CHAR(32) NULL,
-    suffix VARCHAR(20) NULL,
-    name VARCHAR(20) NULL,
-    decimals TINYINT NULL,
-    creation_date TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
-    UNIQUE (name, registry_address),
-    FOREIGN KEY (asset) REFERENCES assets(unit),
-    FOREIGN KEY (metadata_unit) REFERENCES units(unit)
-)"""),
+            Statement(sql=_ASSET_METADATA_DDL),
         ),
     ),
     Step(version=44, items=(
