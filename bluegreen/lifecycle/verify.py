@@ -28,7 +28,7 @@ from bluegreen.formats.hashing import get_ball_hash, get_unit_hash
 from bluegreen.formats.jsvalues import js_parse
 from bluegreen.formats.networks import MAINNET, Network, detect_network
 from bluegreen.schema import drift, reference
-from bluegreen.schema.steps import LAST_SQL_STEP, AtomicBlock, Statement, steps_between
+from bluegreen.schema.steps import LAST_SQL_STEP, declared_effects
 from bluegreen.lifecycle.snapshot import open_readonly_quiet
 from bluegreen.lifecycle.pragma_progress import run_pragma
 from bluegreen.lifecycle.verify_models import MAX_FIRST_FAILURES, VerifyCheck, VerifyReport
@@ -244,41 +244,71 @@ def check_schema(green: apsw.Connection, target_version: int, light: bool) -> Ve
     return tally.result(f"against reference {kind}-v{target_version}{extra}")
 
 
-_DELETE_ALL = re.compile(r"\s*DELETE\s+FROM\s+[`\"]?(\w+)[`\"]?\s*;?\s*", re.IGNORECASE)
+@dataclass(frozen=True)
+class RowCountRule:
+    """What green's row count of one table must be, given blue's, after the steps' declared effects."""
+
+    expect: str  # "equal", "zero" (emptied or dropped), "at_least" (rows added or replaced, never removed), "any"
+    because: str  # the steps that made it so, in words; empty for "equal"
 
 
-def emptied_tables(source_version: int) -> set[str]:
-    """Tables that a schema step below 31 empties (`DELETE FROM t`) when migrating from `source_version`.
+def row_count_rules(source_version: int, target_version: int, light: bool,
+                    network: str | None) -> dict[str, RowCountRule]:
+    """The row-count rule of every table a step between source and target touches, from the effects the
+    steps declare (bluegreen.schema.steps): verify never parses SQL text."""
+    rules: dict[str, RowCountRule] = {}
+    for eff in declared_effects(source_version, target_version, "light" if light else "full", network):
+        before = rules.get(eff.table, RowCountRule("equal", ""))
+        said = f"{before.because}, " if before.because else ""
+        if eff.kind in ("empties", "drops_rows"):
+            verb = "empties" if eff.kind == "empties" else "drops and re-creates"
+            rules[eff.table] = RowCountRule("zero", f"step {eff.version} {verb} it")
+        elif eff.kind in ("upserts", "adds_rows"):
+            expect = "any" if before.expect in ("zero", "any") else "at_least"
+            rules[eff.table] = RowCountRule(expect, f"{said}step {eff.version} adds rows")
+    return rules
 
-    Read from the steps data (bluegreen.schema.steps), so the list cannot drift from what the runner does."""
-    found: set[str] = set()
-    for step in steps_between(source_version, LAST_SQL_STEP):
-        for item in step.items:
-            statements = item.statements if isinstance(item, AtomicBlock) else (item,)
-            for st in statements:
-                m = _DELETE_ALL.fullmatch(st.sql) if isinstance(st, Statement) else None
-                if m:
-                    found.add(m.group(1))
-    return found
+
+_EXPECT_WORDS = {"zero": "empty", "at_least": "not fewer rows", "any": "any count", "equal": "equal"}
 
 
-def check_row_counts(blue: apsw.Connection, green: apsw.Connection, progress: Progress | None = None) -> VerifyCheck:
-    """Check 5: every table present in both has the same row count, except tables a step below 31 empties."""
+def _row_count_problem(rule: RowCountRule, n_blue: int, n_green: int) -> str | None:
+    ok = {"equal": n_green == n_blue, "zero": n_green == 0, "at_least": n_green >= n_blue, "any": True}[rule.expect]
+    if ok:
+        return None
+    wanted = {"equal": f"{n_blue}", "zero": "0", "at_least": f"at least {n_blue}", "any": "any"}[rule.expect]
+    because = f" ({rule.because})" if rule.because else ""
+    return f"blue has {n_blue} rows, green {n_green}; expected {wanted}{because}"
+
+
+def check_row_counts(blue: apsw.Connection, green: apsw.Connection, progress: Progress | None = None, *,
+                     target_version: int = LAST_SQL_STEP, light: bool = False,
+                     network: str | None = None) -> VerifyCheck:
+    """Check 5: every table present in both has blue's row count, unless a step between blue's version and
+    the target declares an effect on it: emptied or dropped tables must be empty, tables a step adds rows to
+    must not lose any. Rows a step drops (ocore's step 43 drops `asset_metadata`) are counted in the detail."""
     tally = _Tally(CHECK_ROW_COUNTS)
-    source_version = _user_version(blue)
-    skipped = emptied_tables(source_version)
-    common = sorted((_tables(blue) & _tables(green)) - skipped)
+    rules = row_count_rules(_user_version(blue), target_version, light, network)
+    common = sorted(_tables(blue) & _tables(green))
+    notes: list[str] = []
     for i, table in enumerate(common, 1):
         sql = f"SELECT count(*) FROM {_quote_ident(table)}"
         n_blue, n_green = _count(blue, sql), _count(green, sql)
         tally.checked += 1
-        if n_blue != n_green:
-            tally.fail(f"{table}: blue has {n_blue} rows, green {n_green}")
+        rule = rules.get(table, RowCountRule("equal", ""))
+        problem = _row_count_problem(rule, n_blue, n_green)
+        if problem:
+            tally.fail(f"{table}: {problem}")
+        elif rule.expect != "equal" and n_blue != n_green:
+            notes.append(f"{table} {n_blue} -> {n_green} rows ({rule.because})")
         if progress is not None:
             progress(CHECK_ROW_COUNTS, i, len(common))
     detail = f"{len(common)} tables compared"
-    if skipped:
-        detail += f"; skipped (emptied by steps below 31 from v{source_version}): {', '.join(sorted(skipped))}"
+    if rules:
+        detail += "; by the steps' declared effects: " + ", ".join(
+            f"{t} {_EXPECT_WORDS[r.expect]} ({r.because})" for t, r in sorted(rules.items()))
+    if notes:
+        detail += "; changed as declared: " + "; ".join(notes)
     return tally.result(detail)
 
 
@@ -683,7 +713,8 @@ def verify_green(
         checks.append(_run(CHECK_FOREIGN_KEYS, lambda: check_foreign_keys(blue, green, progress)))
         checks.append(_run(CHECK_USER_VERSION, lambda: check_user_version(green, target_version)))
         checks.append(_run(CHECK_SCHEMA, lambda: check_schema(green, target_version, light)))
-        checks.append(_run(CHECK_ROW_COUNTS, lambda: check_row_counts(blue, green, progress)))
+        checks.append(_run(CHECK_ROW_COUNTS, lambda: check_row_counts(
+            blue, green, progress, target_version=target_version, light=light, network=_network_name_or_none(green))))
         kv: Rdict | None = None
         try:
             kv = open_kv_readonly(green_dir / KV_DIR_NAME)
@@ -723,6 +754,14 @@ def verify_green(
         green_dir=green_dir,
         checks=checks,
     )
+
+
+def _network_name_or_none(green: apsw.Connection) -> str | None:
+    """green's network for network-conditional step effects; None (every network's) when it cannot be told."""
+    try:
+        return detect_green_network(green, None).name if _count(green, "SELECT count(*) FROM units") else None
+    except Exception:  # an unknown network is reported by the kv_units check; here, take every effect
+        return None
 
 
 def _raise(exc: Exception) -> VerifyCheck:

@@ -46,6 +46,9 @@ MAX_PROFILE_FIELD_LENGTH = 50
 MAX_PROFILE_VALUE_LENGTH = 100
 
 
+EffectKind = Literal["empties", "drops_rows", "rewrites", "upserts", "adds_rows"]
+
+
 class Probe(BaseModel):
     """A read-only query that tells whether an item's effect is already in the database.
 
@@ -73,9 +76,10 @@ class Statement(BaseModel):
     only_networks: tuple[NetworkName, ...] | None = None
     # bound parameters, by name of a per-network constant (NETWORK_CONSTANTS), e.g. ("v4UpgradeMci",)
     params: tuple[str, ...] = ()
-    # what the statement does to existing rows, for verify (it never parses SQL):
-    # ("empties", table), ("rewrites", table), ("drops_rows", table)
-    effect: tuple[Literal["empties", "rewrites", "drops_rows"], str] | None = None
+    # what the statement does to existing rows, for verify's row counts (verify never parses SQL):
+    # ("empties", t) and ("drops_rows", t): t holds no rows afterwards; ("rewrites", t): rows changed in
+    # place, count kept; ("upserts", t) and ("adds_rows", t): rows added or replaced, never removed.
+    effect: tuple[EffectKind, str] | None = None
 
 
 class AtomicBlock(BaseModel):
@@ -98,6 +102,7 @@ class DataOperation(BaseModel):
     kind: Literal["data_operation"] = "data_operation"
     name: str
     description: str
+    effect: tuple[EffectKind, str] | None = None
 
 
 class StatementGroup(BaseModel):
@@ -497,6 +502,7 @@ STEPS: tuple[Step, ...] = (
                     "for every attestation message: each profile field (name <= 50 UTF-16 units) whose value is a "
                     "string of <= 100 UTF-16 units -> INSERT OR IGNORE INTO attested_fields"
                 ),
+                effect=("adds_rows", "attested_fields"),
             ),
         ),
     ),
@@ -791,7 +797,7 @@ KV_ERA_STEPS: tuple[Step, ...] = (
         ),
     )),
     Step(version=35, items=(
-        Statement(sql=_STATE_VAR_BALANCES.format(extra=""), only_for="full", effect=("rewrites", "aa_balances")),
+        Statement(sql=_STATE_VAR_BALANCES.format(extra=""), only_for="full", effect=("upserts", "aa_balances")),
     )),
     Step(version=36, items=(
         _create_table("watched_light_aas", """CREATE TABLE IF NOT EXISTS watched_light_aas (
@@ -882,7 +888,7 @@ KV_ERA_STEPS: tuple[Step, ...] = (
     ),
     Step(version=44, items=(
         Statement(sql=_STATE_VAR_BALANCES.format(extra="AND address='SLBA27JAT5UJBMQGDQLAT3FQ467XDOGF' "),
-                  only_for="full", only_networks=("testnet",), effect=("rewrites", "aa_balances")),
+                  only_for="full", only_networks=("testnet",), effect=("upserts", "aa_balances")),
     )),
     Step(version=45, items=(
         _add_column("wallet_arbiter_contracts", "my_party_name",
@@ -956,7 +962,7 @@ KV_ERA_STEPS: tuple[Step, ...] = (
     last_update TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
 )""", only_for="full"),
             Statement(sql="INSERT OR IGNORE INTO node_vars (name, value) VALUES ('last_temp_data_purge_mci', ?)",
-                      only_for="full", params=("v4UpgradeMci",)),
+                      only_for="full", params=("v4UpgradeMci",), effect=("adds_rows", "node_vars")),
             StatementGroup(
                 statements=tuple(
                     Statement(sql=f"ALTER TABLE units ADD COLUMN {name} {kind} NULL") for name, kind in _UNITS_V4_COLUMNS
@@ -1042,6 +1048,35 @@ def steps_between(from_version: int, to_version: int) -> tuple[Step, ...]:
     """The catalogue steps ocore runs to move a database from `from_version` to `to_version`, in order
     (step 31, the KV fill, is the engine's and not in this list)."""
     return tuple(s for s in ALL_STEPS if from_version < s.version <= to_version)
+
+
+class DeclaredEffect(BaseModel):
+    """What one catalogued statement or data operation does to the rows of a table that already exists."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: int
+    kind: EffectKind
+    table: str
+
+
+def declared_effects(from_version: int, to_version: int, node: NodeKind,
+                     network: str | None) -> tuple[DeclaredEffect, ...]:
+    """The effects on existing rows of the steps from `from_version` to `to_version`, in order, on this node
+    kind; `network=None` (not known) takes every network's statements, so nothing is left out."""
+    found: list[DeclaredEffect] = []
+    for step in steps_between(from_version, to_version):
+        for item in step.items:
+            parts = item.statements if isinstance(item, (AtomicBlock, StatementGroup)) else (item,)
+            for part in parts:
+                if isinstance(part, Statement):
+                    if part.only_for is not None and part.only_for != node:
+                        continue
+                    if network is not None and part.only_networks is not None and network not in part.only_networks:
+                        continue
+                if isinstance(part, (Statement, DataOperation)) and part.effect is not None:
+                    found.append(DeclaredEffect(version=step.version, kind=part.effect[0], table=part.effect[1]))
+    return tuple(found)
 
 
 # ---------------------------------------------------------------- data operations
