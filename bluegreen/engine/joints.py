@@ -61,6 +61,21 @@ def _js_lt(a: int | None, b: int) -> bool:
     return (0 if a is None else a) < b
 
 
+def is_voided(content_hash: str | None, mci: int | None, min_retrievable_mci: int, has_messages: bool) -> bool:
+    """Whether a unit's stored data is its voided form (content_hash kept, messages and authentifiers gone).
+
+    ocore's reader says voided when `content_hash && mci < min_retrievable_mci`. Older ocore voided the data
+    with `mci <= min_retrievable_mci`, so a final-bad unit exactly at min_retrievable_mci can be voided in the
+    data while the reader takes it for whole: ocore then drops its content_hash, the rebuilt joint no longer
+    hashes to its id, and ocore's migration crashes on it. We take such a unit (at min_retrievable_mci, its
+    messages gone; every unit carries at least one message) for voided, so its joint hashes to its id."""
+    if not content_hash:
+        return False
+    if _js_lt(mci, min_retrievable_mci):
+        return True
+    return mci == min_retrievable_mci and not has_messages
+
+
 def _parse_json_column(unit: str, what: str, text: Any) -> Any:
     try:
         return js_parse(text)
@@ -89,7 +104,7 @@ def build_joint(row: tuple[Any, ...], chunk: UnitChunk, ctx: ReadContext) -> dic
     del unit_obj["received_timestamp"]
     del unit_obj["is_stable"]
     _clean_nulls(unit_obj)
-    voided = bool(unit_obj.get("content_hash")) and _js_lt(mci, ctx.min_retrievable_mci)
+    voided = is_voided(unit_obj.get("content_hash"), mci, ctx.min_retrievable_mci, bool(chunk.rows("messages", unit)))
     retrievable = mci is None or mci >= ctx.min_retrievable_mci
     genesis = ctx.is_genesis(unit)
     if not ctx.light and not unit_obj.get("last_ball") and not genesis:

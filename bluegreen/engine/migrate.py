@@ -35,6 +35,7 @@ from bluegreen.engine.sqlsource import (
     count_units,
     read_data_feed_rows,
     read_min_retrievable_mci,
+    read_voided_at,
 )
 from bluegreen.errors import BadInputError, MigrationError, SourceDataError
 from bluegreen.formats.feeds import data_feed_entries
@@ -120,6 +121,9 @@ class MigrationReport(BaseModel):
     network: str
     genesis_unit: str | None
     min_retrievable_mci: int | None = None
+    # final-bad units voided in the data at exactly min_retrievable_mci (old ocore voided with <=, its reader
+    # tests <): written in their voided form, which hashes to their id, where ocore's migration crashes
+    voided_at_min_retrievable_mci: list[str] = Field(default_factory=list)
     completed: bool = False
     already_at_target: bool = False
     resumed: bool = False
@@ -266,6 +270,7 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
         report.genesis_unit = network.genesis_unit
         min_mci = read_min_retrievable_mci(conn)
         report.min_retrievable_mci = min_mci
+        report.voided_at_min_retrievable_mci = read_voided_at(conn, min_mci)
         ctx = ReadContext(network=network, min_retrievable_mci=min_mci, light=light)
 
         if journal.phase in (JournalPhase.UNITS, JournalPhase.FEEDS):

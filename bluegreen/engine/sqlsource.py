@@ -174,6 +174,13 @@ def read_min_retrievable_mci(conn: apsw.Connection) -> int:
     return int(rows[0][0])
 
 
+def read_voided_at(conn: apsw.Connection, mci: int) -> list[str]:
+    """Final-bad units at main chain index `mci` whose data is voided (content_hash set, no messages left)."""
+    return [str(r[0]) for r in conn.execute(
+        "SELECT unit FROM units WHERE main_chain_index=? AND content_hash IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM messages WHERE messages.unit=units.unit) ORDER BY rowid", (mci,))]
+
+
 def read_data_feed_rows(conn: apsw.Connection, after_rowid: int, chunk_rows: int) -> tuple[list[tuple[Any, ...]], int | None]:
     """The data-feed rows (as in migrate_to_kv.js) of the next `chunk_rows` data_feeds rowids after
     `after_rowid`: (rows, last data_feeds rowid) or ([], None) at the end. A multi-author unit yields one

@@ -320,6 +320,11 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
             raise _out_of_space_migrating(lay, exc) from exc
         ownership.apply(lay.green_dir, ownership.record(lay.data_dir, lay.exclude))
         after = _blue_drift(lay, state)
+        voided = getattr(report, "voided_at_min_retrievable_mci", None) or []
+        if voided:
+            warnings.append(f"{len(voided)} final-bad unit(s) at min_retrievable_mci were voided in the data by an "
+                            "older ocore but read as whole by its reader (ocore's own migration crashes on them); "
+                            "written in their voided form, which hashes to the unit: " + ", ".join(voided[:10]))
         if after:
             warnings.append("blue changed while staging (the node is running?); promote will refuse until "
                             "you stop the node and stage again:\n    " + "\n    ".join(after[:20]))
