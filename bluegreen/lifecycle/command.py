@@ -63,6 +63,9 @@ CHECK_OWNERSHIP = "green_ownership_is_blues"
 
 # Phases in which green sits in the staging area, fully migrated.
 GREEN_STAGED = {Phase.MIGRATED, Phase.VERIFIED, Phase.ROLLED_BACK}
+# Phases in which green/ must hold its SQLite file (the copy exists), and, once migrated, its rocksdb/.
+GREEN_COPIED = GREEN_STAGED | {Phase.SNAPSHOTTED, Phase.MIGRATING}
+GREEN_BROKEN_HINT = "run `upgrade stage` to stage again (or `upgrade abort`)"
 
 
 # ---------------------------------------------------------------- helpers
@@ -116,6 +119,28 @@ def _blue_drift(lay: Layout, state: StagingState) -> list[str]:
     if state.blue_fingerprint is None:
         return []
     return fpmod.diff_db(state.blue_fingerprint, fpmod.take(lay.data_dir, lay.exclude))
+
+
+def green_problem(lay: Layout, state: StagingState | None) -> str | None:
+    """What is missing from the staging area that the state says is there (green/ removed or emptied by
+    hand), or None. The state cannot be trusted then: every command says so and points to a re-stage."""
+    if state is None or state.phase not in GREEN_COPIED:
+        return None
+    if not lay.green_dir.is_dir():
+        missing = f"green/ is missing ({lay.green_dir})"
+    elif not (lay.green_dir / lay.db_name).is_file():
+        missing = f"green/{lay.db_name} is missing ({lay.green_dir / lay.db_name})"
+    elif state.phase in GREEN_STAGED and not (lay.green_dir / "rocksdb").is_dir():
+        missing = f"green/rocksdb/ is missing ({lay.green_dir / 'rocksdb'})"
+    else:
+        return None
+    return f"{missing} although the phase is {state.phase.value}"
+
+
+def _refuse_if_green_broken(lay: Layout, state: StagingState | None) -> None:
+    problem = green_problem(lay, state)
+    if problem:
+        raise PreflightError(f"{problem}: the staged copy is gone (removed by hand?)", GREEN_BROKEN_HINT)
 
 
 def _recover(lay: Layout, store: StateStore, state: StagingState | None) -> tuple[StagingState | None, list[str]]:
@@ -293,7 +318,12 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
         if state is not None and state.phase in (Phase.PROMOTED, Phase.PROMOTING, Phase.ROLLING_BACK):
             raise PreflightError(f"the upgrade is already promoted (phase {state.phase.value})",
                                  "upgrade rollback first if you want to stage again")
-        if state is not None and state.phase in GREEN_STAGED:
+        broken = green_problem(lay, state)
+        if broken:  # green/ went away (by hand): start over from a fresh snapshot, the history stays
+            assert state is not None
+            store.audit("green_missing", f"{broken}; staging again from a fresh snapshot", state.phase)
+            notes.append(f"{broken}; staging again from a fresh snapshot")
+        if state is not None and state.phase in GREEN_STAGED and not broken:
             drift = _blue_drift(lay, state)
             if not drift:
                 return result(noop=True, phase=state.phase, source_version=state.source_version,
@@ -310,7 +340,7 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
             state.genesis_unit = genesis_unit
         snap = None
         warnings: list[str] = []
-        if state.phase not in (Phase.SNAPSHOTTED, Phase.MIGRATING):
+        if state.phase not in (Phase.SNAPSHOTTED, Phase.MIGRATING) or broken:
             snap, warnings = _stage_snapshot(lay, store, state, target_version, progress)
         try:
             report = _stage_migrate(lay, store, state, progress)
@@ -524,6 +554,7 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
         raise PreflightError("nothing is staged", "run `upgrade stage` first")
     with _locked(lay, create=False) as store:
         state, notes = _recover(lay, store, store.load())
+        _refuse_if_green_broken(lay, state)
         if state is None or state.phase not in GREEN_STAGED:
             phase = state.phase.value if state else "NONE"
             if state is not None and state.phase == Phase.PROMOTED:
@@ -647,6 +678,7 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None) -> Pr
         if state is not None and state.phase == Phase.PROMOTED:
             return res(noop=True, phase=state.phase, mechanism=state.last_swap.mechanism if state.last_swap else None,
                        message="already promoted; nothing to do", next_step=NEXT_STEP[state.phase])
+        _refuse_if_green_broken(lay, state)
         if state is None or state.phase not in (Phase.VERIFIED, Phase.ROLLED_BACK, Phase.MIGRATED):
             phase = state.phase if state else Phase.NONE
             raise PreflightError(f"nothing promotable is staged (phase {phase.value})", NEXT_STEP[phase])
@@ -799,7 +831,13 @@ def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> Sta
         if state.last_swap.recovered:
             msg += " (finished by recovery)"
     nxt = NEXT_STEP[state.phase]
-    if drift:
+    problems = []
+    broken = None if locked_by else green_problem(lay, state)  # a running command may be re-making green
+    if broken:
+        problems.append(f"{broken}; {GREEN_BROKEN_HINT}")
+        msg += f"; problem: {broken}"
+        nxt = "upgrade stage (stages again from a fresh snapshot), or upgrade abort"
+    elif drift:
         nxt = "blue changed since stage: upgrade stage (re-stage), then verify and promote"
     elif state.phase in (Phase.MIGRATED,) and state.last_verify and not state.last_verify.passed:
         nxt = "the last verify failed: read its report; then upgrade abort and upgrade stage"
@@ -807,7 +845,7 @@ def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> Sta
                         source_version=state.source_version, target_version=state.target_version,
                         data_dir_version=dver, green_version=green_ver, sizes=sizes, progress=state.progress,
                         timings=_timings(state), last_verify=state.last_verify, last_swap=state.last_swap,
-                        blue_drift=drift, node=node, last_error=state.last_error,
+                        blue_drift=drift, problems=problems, node=node, last_error=state.last_error,
                         migration_report=state.migration_report, message=msg, next_step=nxt)
 
 
