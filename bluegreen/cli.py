@@ -323,12 +323,21 @@ def verify(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = Sta
                                                 "(quick pass); full by default."),
            node_modules: Optional[Path] = typer.Option(None, "--node-modules", help="Also read green with the "
                                                        "node's own npm libraries found in this node_modules."),
-           genesis_unit: Optional[str] = typer.Option(None, "--genesis-unit", help="Devnet genesis unit.")) -> None:
+           genesis_unit: Optional[str] = typer.Option(None, "--genesis-unit", help="Devnet genesis unit."),
+           force: bool = typer.Option(False, "--force", help="Verify again even though the last verify passed "
+                                      "and nothing changed since."),
+           require_node_probe: bool = typer.Option(False, "--require-node-probe", help="Fail verify when the "
+                                                   "node's own libraries cannot be probed (no node_modules or no "
+                                                   "`node` found)."),
+           no_node_probe: bool = typer.Option(False, "--no-node-probe", help="Skip the probe with the node's own "
+                                              "libraries (a warning says so, in the report too).")) -> None:
     """Check the staged green copy against blue and write a report (staging/reports/verify-*.json).
 
-    Reads blue and green; writes only the report and the state. Exits 7 when any check fails."""
+    Reads blue and green; writes only the report and the state. Exits 7 when any check fails. When the last
+    verify passed and nothing changed it does nothing, unless --force or --node-modules is given."""
     _run("verify", as_json, command.verify, data_dir=data_dir, staging_dir=staging_dir, sample=sample,
-         node_modules=node_modules, genesis_unit=genesis_unit, progress=None if as_json else Progress())
+         node_modules=node_modules, genesis_unit=genesis_unit, force=force, require_node_probe=require_node_probe,
+         no_node_probe=no_node_probe, progress=None if as_json else Progress())
 
 
 @app.command(cls=_Command)

@@ -543,12 +543,30 @@ def _node_modules_for_probe(lay: Layout, given: Path | None) -> tuple[Path | Non
     return found, f"probing green with the node's own libraries found in {found}"
 
 
+PROBE_SKIPPED = ("the node compatibility probe was skipped (--no-node-probe): nothing checked that the node's own "
+                 "libraries (level-rocksdb, sqlite3) read green")
+
+
+def _no_probe_check(why: str) -> VerifyCheck:
+    """--require-node-probe and no probe could run: a failed check, so verify fails and promote refuses."""
+    return VerifyCheck(name=CHECK_NODE_COMPAT, passed=False, checked=0, failed=1, first_failures=[why],
+                       detail="--require-node-probe: no node probe could run; pass --node-modules DIR with `node` "
+                              "on PATH")
+
+
 def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sample: int | None = None,
-           node_modules: Path | None = None, genesis_unit: str | None = None,
+           node_modules: Path | None = None, genesis_unit: str | None = None, force: bool = False,
+           require_node_probe: bool = False, no_node_probe: bool = False,
            progress: ProgressFn | None = None) -> VerifyResult:
-    """Check green against blue, add the blue-drift check, persist the report, move to VERIFIED or MIGRATED."""
+    """Check green against blue, add the blue-drift check, persist the report, move to VERIFIED or MIGRATED.
+
+    `force` re-runs a verify that already passed; `node_modules` (given now) always runs the node probe;
+    `require_node_probe` fails verify when no probe can run; `no_node_probe` skips it with a warning."""
     from bluegreen.lifecycle.verify import verify_green
 
+    if no_node_probe and (require_node_probe or node_modules is not None):
+        raise BadInputError("--no-node-probe contradicts " + ("--require-node-probe" if require_node_probe
+                                                              else "--node-modules"), "give only one of them")
     lay = layoutmod.resolve(data_dir, staging_dir)
     if not lay.staging_dir.exists():
         raise PreflightError("nothing is staged", "run `upgrade stage` first")
@@ -565,15 +583,20 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
         drift = _blue_drift(lay, state)
         green_fp = fpmod.take(lay.green_dir)
         lv = state.last_verify
-        if (lv is not None and lv.passed and not drift and state.green_fingerprint_verified is not None
+        # Nothing to do only when nothing changed and the operator asks for nothing the last run did not do.
+        if (not force and node_modules is None and lv is not None and lv.passed and not drift
+                and state.green_fingerprint_verified is not None
                 and not fpmod.diff_db(state.green_fingerprint_verified, green_fp)
-                and (sample is not None or lv.sample is None)):
+                and (sample is not None or lv.sample is None) and Path(lv.report_path).is_file()):
             report = VerifyReport.model_validate_json(Path(lv.report_path).read_bytes())
-            return VerifyResult(command="verify", noop=True, passed=True, phase=state.phase, report=report,
-                                report_path=lv.report_path, data_dir=lay.data_dir, staging_dir=lay.staging_dir,
-                                recovered=notes, next_step=NEXT_STEP[state.phase],
-                                message=f"already verified at {lv.finished_at:%Y-%m-%d %H:%M:%S} UTC and nothing "
-                                        "changed since; nothing to do")
+            probed = any(c.name == CHECK_NODE_COMPAT and c.passed for c in report.checks)
+            if probed or not require_node_probe:
+                return VerifyResult(command="verify", noop=True, passed=True, phase=state.phase, report=report,
+                                    report_path=lv.report_path, data_dir=lay.data_dir, staging_dir=lay.staging_dir,
+                                    recovered=notes, next_step=NEXT_STEP[state.phase],
+                                    message=f"already verified at {lv.finished_at:%Y-%m-%d %H:%M:%S} UTC and "
+                                            "nothing changed since; nothing to do (`upgrade verify --force` runs "
+                                            "it again)")
         warnings = []
         usage = noderunning.detect(lay.data_dir, lay.exclude)
         if usage.running:
@@ -588,13 +611,19 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
             checked=len(state.blue_fingerprint.db_files) if state.blue_fingerprint else 0, failed=len(drift),
             first_failures=drift,
             detail="" if not drift else "blue changed since stage: run `upgrade stage` again (re-stage)"))
-        node_modules, probe_note = _node_modules_for_probe(lay, node_modules)
+        if no_node_probe:
+            node_modules, probe_note = None, PROBE_SKIPPED
+        else:
+            node_modules, probe_note = _node_modules_for_probe(lay, node_modules)
         if probe_note:
             warnings.append(probe_note)
         if node_modules is not None:
             checks.append(_probe_node(node_modules, lay, state.target_version))
+        elif require_node_probe:
+            checks.append(_no_probe_check(probe_note or "no node probe could run"))
         checks.append(ownership.verify_check(CHECK_OWNERSHIP, lay.green_dir, lay.data_dir, lay.exclude))
         report = report.model_copy(update={"checks": checks, "passed": all(c.passed for c in checks),
+                                           "warnings": [*report.warnings, *warnings],
                                            "finished_at": datetime.now(timezone.utc)})
         lay.reports_dir.mkdir(exist_ok=True)
         path = lay.reports_dir / f"verify-{report.finished_at:%Y%m%dT%H%M%S%f}.json"
@@ -613,6 +642,8 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
             message=("verify passed" if report.passed else f"verify FAILED: {failed}") + f"; report {path}",
             next_step=NEXT_STEP[state.phase] if report.passed else (
                 "upgrade stage (blue changed: re-stage)" if drift else
+                "upgrade verify --node-modules DIR (the node's node_modules, with `node` on PATH)"
+                if failed == CHECK_NODE_COMPAT and node_modules is None else
                 "read the report; green is not promotable. Fix the cause, then upgrade abort + upgrade stage"))
 
 
