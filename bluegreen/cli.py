@@ -63,8 +63,8 @@ app = typer.Typer(
         " `<data-dir>.bluegreen/` on the same filesystem: state.json, audit.log, lock, green/ (the migrated"
         " copy), reports/, work/, and after promote blue-previous/ (the old data, kept for rollback).\n\n"
         "Flow: stage -> verify -> (stop the node) promote -> start the node; if needed: stop, rollback."
-        " Every command is safe to re-run and safe to kill; the next command finishes or undoes what was in"
-        " flight. Exit codes: docs/exit-codes.md."
+        " Once satisfied: cleanup (deletes the old data; final). Every command is safe to re-run and safe to"
+        " kill; the next command finishes or undoes what was in flight. Exit codes: docs/exit-codes.md."
     ),
 )
 
@@ -384,6 +384,27 @@ def abort(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = Stag
     _run("abort", as_json, _abort_forgetting, data_dir=data_dir, staging_dir=staging_dir)
 
 
+def _cleanup_forgetting(**kw: Any) -> CommandResult:
+    """command.cleanup, then the pointer goes too once the staging area it names is gone."""
+    result = command.cleanup(**kw)
+    if not result.staging_dir.exists():
+        pointer.forget(result.data_dir)
+    return result
+
+
+@app.command(cls=_Command)
+def cleanup(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = StagingDir,
+            as_json: bool = JsonOut, yes: bool = Yes) -> None:
+    """After a promote you are satisfied with: DELETE the old data (<staging>/blue-previous/) for good.
+
+    Final: afterwards `upgrade rollback` is impossible. Keeps audit.log, bluegreen.log, reports/ and the final
+    state.json in <staging>-cleaned-<time>/ and removes the staging area. Refuses in any other phase, when the
+    data dir does not hold the upgraded data, or when something uses the old data. Never touches the data dir."""
+    _confirm("DELETE the old data (blue-previous/ in the staging area) for good? This is final: `upgrade rollback` "
+             "will no longer be possible", yes, as_json)
+    _run("cleanup", as_json, _cleanup_forgetting, data_dir=data_dir, staging_dir=staging_dir)
+
+
 def _json_usage_error(argv: list[str]) -> int | None:
     """With --json, run the app without click's own error printing and turn a usage error into an ErrorResult."""
     try:  # typer >= 0.2x vendors click; older typer uses the click package
@@ -391,7 +412,7 @@ def _json_usage_error(argv: list[str]) -> int | None:
     except ImportError:  # pragma: no cover - depends on the installed typer
         from click.exceptions import UsageError  # type: ignore[no-redef]
 
-    known = {"stage", "verify", "promote", "rollback", "status", "abort"}
+    known = {"stage", "plan", "verify", "promote", "rollback", "status", "abort", "cleanup"}
     name = next((a for a in argv if a in known), "upgrade")
     try:
         rc = app(args=argv, standalone_mode=False)

@@ -103,6 +103,14 @@ class AbortResult(CommandResult):
     removed: list[str] = Field(default_factory=list)
 
 
+class CleanupResult(CommandResult):
+    """`upgrade cleanup`: the old data removed after a promote; the record kept in `kept_dir`."""
+
+    removed: list[str] = Field(default_factory=list)
+    freed_bytes: int = 0
+    kept_dir: Path | None = None  # where audit.log, bluegreen.log, reports/ and the final state.json went
+
+
 class ErrorResult(BaseModel):
     """What --json prints when a command fails."""
 
