@@ -90,3 +90,14 @@ def test_cli_status_prints_the_problem_and_abort_still_works(tmp_path: Path) -> 
     assert rc == 3 and "upgrade stage" in err["hint"]
     rc, a = cli_json("abort", "--data-dir", str(node), "--yes")
     assert rc == 0 and not (tmp_path / "node.bluegreen").exists()
+
+
+def test_stage_after_a_killed_abort_says_to_run_again_instead_of_crashing(tmp_path: Path) -> None:
+    node = make_node(tmp_path)
+    run_cli("stage", "--data-dir", str(node), check=True)
+    proc = run_cli("abort", "--data-dir", str(node), "--yes", env_extra={"BLUEGREEN_KILL_AT": "abort.mid_remove"})
+    assert proc.returncode == -9
+    rc, err = cli_json("stage", "--data-dir", str(node))  # its recovery finishes the abort first
+    assert rc == 3 and "interrupted abort" in err["message"] and "upgrade stage" in err["hint"], err
+    rc, res = cli_json("stage", "--data-dir", str(node))
+    assert rc == 0 and res["phase"] == "MIGRATED"
