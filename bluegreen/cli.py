@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 from pydantic import BaseModel
 
 from bluegreen import signals
@@ -29,8 +30,29 @@ OPTIONS: dict[str, bool] = {"quiet": False}  # global options, set by the app ca
 log = logging.getLogger("bluegreen.cli")
 EXIT_USAGE = 2  # click/typer usage errors: same code as BadInputError
 
+class _FlagsWithoutPlaceholder:
+    """typer's rich help shows `<bool>` for flags (also --help and --install-completion, which we do not
+    declare): give every flag an empty metavar, so only options taking a value show one."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for p in params:
+            if getattr(p, "is_flag", False) and p.metavar is None:
+                p.metavar = ""
+        return params
+
+
+class _Group(_FlagsWithoutPlaceholder, TyperGroup):
+    pass
+
+
+class _Command(_FlagsWithoutPlaceholder, TyperCommand):
+    pass
+
+
 app = typer.Typer(
     name="upgrade",
+    cls=_Group,
     add_completion=True,
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -41,8 +63,8 @@ app = typer.Typer(
         " `<data-dir>.bluegreen/` on the same filesystem: state.json, audit.log, lock, green/ (the migrated"
         " copy), reports/, work/, and after promote blue-previous/ (the old data, kept for rollback).\n\n"
         "Flow: stage -> verify -> (stop the node) promote -> start the node; if needed: stop, rollback."
-        " Every command is safe to re-run and safe to kill; the next command finishes or undoes what was in"
-        " flight. Exit codes: docs/exit-codes.md."
+        " Once satisfied: cleanup (deletes the old data; final). Every command is safe to re-run and safe to"
+        " kill; the next command finishes or undoes what was in flight. Exit codes: docs/exit-codes.md."
     ),
 )
 
@@ -50,8 +72,8 @@ DataDir = typer.Option(None, "--data-dir", help="The node's data dir (default: t
                        "byteball.sqlite or byteball-light.sqlite).")
 StagingDir = typer.Option(None, "--staging-dir", help="Staging area (default: <data-dir>.bluegreen, same "
                           "filesystem as the data dir).", file_okay=False)
-JsonOut = typer.Option(False, "--json", metavar="", help="Print one JSON document (schemas/*.schema.json) instead of text.")
-Yes = typer.Option(False, "--yes", "-y", metavar="", help="Do not ask for confirmation (for scripts). On a terminal the "
+JsonOut = typer.Option(False, "--json", help="Print one JSON document (schemas/*.schema.json) instead of text.")
+Yes = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation (for scripts). On a terminal the "
                    "command asks first.")
 
 
@@ -71,11 +93,11 @@ def _version_callback(value: bool) -> None:
 
 
 @app.callback()
-def _global(version: bool = typer.Option(False, "--version", metavar="", help="Print the tool version and exit.",
+def _global(version: bool = typer.Option(False, "--version", help="Print the tool version and exit.",
                                          callback=_version_callback, is_eager=True),
-            verbose: bool = typer.Option(False, "--verbose", "-v", metavar="", help="Also echo the detailed log "
+            verbose: bool = typer.Option(False, "--verbose", "-v", help="Also echo the detailed log "
                                          "(<staging>/bluegreen.log) to stderr."),
-            quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="Print only errors and the "
+            quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and the "
                                        "final line (no progress, no details).")) -> None:
     """Blue/green upgrade of an Obyte (ocore) node database to schema version 31."""
     OPTIONS["quiet"] = quiet and not verbose
@@ -157,6 +179,8 @@ def _print_status(s: StatusResult) -> None:
         typer.echo("node:        " + ("RUNNING\n" + s.node.describe() if s.node.running else "not running"))
     for d in s.blue_drift[:10]:
         typer.echo(f"blue drift:  {d}")
+    for problem in s.problems:
+        typer.echo(f"problem:     {problem}")
     if s.last_error:
         typer.echo(f"last error:  {s.last_error}")
 
@@ -264,7 +288,7 @@ def _abort_forgetting(**kw: Any) -> CommandResult:
     return result
 
 
-@app.command()
+@app.command(cls=_Command)
 def stage(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = StagingDir, as_json: bool = JsonOut,
           genesis_unit: Optional[str] = typer.Option(None, "--genesis-unit",
                                                      help="Devnet: the genesis unit (default: from the data)."),
@@ -282,7 +306,7 @@ def stage(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = Stag
          genesis_unit=genesis_unit, progress=None if as_json else Progress())
 
 
-@app.command()
+@app.command(cls=_Command)
 def plan(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = StagingDir, as_json: bool = JsonOut,
          target_version: int = typer.Option(31, "--target-version", help="Schema version to reach (31).")) -> None:
     """Show what `stage` would do, writing NOTHING (not even the staging dir).
@@ -293,21 +317,30 @@ def plan(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = Stagi
     _run("plan", as_json, planmod.plan, data_dir=data_dir, staging_dir=staging_dir, target_version=target_version)
 
 
-@app.command()
+@app.command(cls=_Command)
 def verify(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = StagingDir, as_json: bool = JsonOut,
            sample: Optional[int] = typer.Option(None, "--sample", help="Check N random units/feeds/balls only "
                                                 "(quick pass); full by default."),
            node_modules: Optional[Path] = typer.Option(None, "--node-modules", help="Also read green with the "
                                                        "node's own npm libraries found in this node_modules."),
-           genesis_unit: Optional[str] = typer.Option(None, "--genesis-unit", help="Devnet genesis unit.")) -> None:
+           genesis_unit: Optional[str] = typer.Option(None, "--genesis-unit", help="Devnet genesis unit."),
+           force: bool = typer.Option(False, "--force", help="Verify again even though the last verify passed "
+                                      "and nothing changed since."),
+           require_node_probe: bool = typer.Option(False, "--require-node-probe", help="Fail verify when the "
+                                                   "node's own libraries cannot be probed (no node_modules or no "
+                                                   "`node` found)."),
+           no_node_probe: bool = typer.Option(False, "--no-node-probe", help="Skip the probe with the node's own "
+                                              "libraries (a warning says so, in the report too).")) -> None:
     """Check the staged green copy against blue and write a report (staging/reports/verify-*.json).
 
-    Reads blue and green; writes only the report and the state. Exits 7 when any check fails."""
+    Reads blue and green; writes only the report and the state. Exits 7 when any check fails. When the last
+    verify passed and nothing changed it does nothing, unless --force or --node-modules is given."""
     _run("verify", as_json, command.verify, data_dir=data_dir, staging_dir=staging_dir, sample=sample,
-         node_modules=node_modules, genesis_unit=genesis_unit, progress=None if as_json else Progress())
+         node_modules=node_modules, genesis_unit=genesis_unit, force=force, require_node_probe=require_node_probe,
+         no_node_probe=no_node_probe, progress=None if as_json else Progress())
 
 
-@app.command()
+@app.command(cls=_Command)
 def promote(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = StagingDir,
             as_json: bool = JsonOut, yes: bool = Yes) -> None:
     """Swap the verified green copy in as the data dir (stop the node first).
@@ -320,9 +353,9 @@ def promote(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = St
     _run("promote", as_json, command.promote, data_dir=data_dir, staging_dir=staging_dir)
 
 
-@app.command()
+@app.command(cls=_Command)
 def rollback(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = StagingDir, as_json: bool = JsonOut,
-             force: bool = typer.Option(False, "--force", metavar="", help="Roll back even though the node wrote to the "
+             force: bool = typer.Option(False, "--force", help="Roll back even though the node wrote to the "
                                         "upgraded data since promote (those writes are set aside, not kept live)."),
              yes: bool = Yes) -> None:
     """Swap the old data back in after a promote (stop the node first).
@@ -334,7 +367,7 @@ def rollback(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = S
     _run("rollback", as_json, command.rollback, data_dir=data_dir, staging_dir=staging_dir, force=force)
 
 
-@app.command()
+@app.command(cls=_Command)
 def status(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = StagingDir,
            as_json: bool = JsonOut) -> None:
     """Show phase, versions, sizes, progress, timings, last verify, swap mechanism and the next step.
@@ -343,12 +376,33 @@ def status(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = Sta
     _run("status", as_json, command.status, data_dir=data_dir, staging_dir=staging_dir)
 
 
-@app.command()
+@app.command(cls=_Command)
 def abort(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = StagingDir,
           as_json: bool = JsonOut, yes: bool = Yes) -> None:
     """Remove green and the whole staging area (before promote only). Never touches the data dir."""
     _confirm("Remove green and the whole staging area (the data dir is not touched)?", yes, as_json)
     _run("abort", as_json, _abort_forgetting, data_dir=data_dir, staging_dir=staging_dir)
+
+
+def _cleanup_forgetting(**kw: Any) -> CommandResult:
+    """command.cleanup, then the pointer goes too once the staging area it names is gone."""
+    result = command.cleanup(**kw)
+    if not result.staging_dir.exists():
+        pointer.forget(result.data_dir)
+    return result
+
+
+@app.command(cls=_Command)
+def cleanup(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = StagingDir,
+            as_json: bool = JsonOut, yes: bool = Yes) -> None:
+    """After a promote you are satisfied with: DELETE the old data (<staging>/blue-previous/) for good.
+
+    Final: afterwards `upgrade rollback` is impossible. Keeps audit.log, bluegreen.log, reports/ and the final
+    state.json in <staging>-cleaned-<time>/ and removes the staging area. Refuses in any other phase, when the
+    data dir does not hold the upgraded data, or when something uses the old data. Never touches the data dir."""
+    _confirm("DELETE the old data (blue-previous/ in the staging area) for good? This is final: `upgrade rollback` "
+             "will no longer be possible", yes, as_json)
+    _run("cleanup", as_json, _cleanup_forgetting, data_dir=data_dir, staging_dir=staging_dir)
 
 
 def _json_usage_error(argv: list[str]) -> int | None:
@@ -358,7 +412,7 @@ def _json_usage_error(argv: list[str]) -> int | None:
     except ImportError:  # pragma: no cover - depends on the installed typer
         from click.exceptions import UsageError  # type: ignore[no-redef]
 
-    known = {"stage", "verify", "promote", "rollback", "status", "abort"}
+    known = {"stage", "plan", "verify", "promote", "rollback", "status", "abort", "cleanup"}
     name = next((a for a in argv if a in known), "upgrade")
     try:
         rc = app(args=argv, standalone_mode=False)

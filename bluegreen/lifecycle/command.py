@@ -19,6 +19,7 @@ from pathlib import Path
 from bluegreen.durable import atomic_write_json, atomic_write_text, fsync_dir, fsync_file
 from bluegreen.errors import (
     BadInputError,
+    NodeRunningError,
     BluegreenError,
     DriftError,
     MigrationError,
@@ -36,6 +37,7 @@ from bluegreen.lifecycle.layout import Layout
 from bluegreen.lifecycle.lock import StagingLock, is_locked, read_holder_pid
 from bluegreen.lifecycle.results import (
     AbortResult,
+    CleanupResult,
     PhaseTiming,
     PromoteResult,
     RollbackResult,
@@ -63,6 +65,9 @@ CHECK_OWNERSHIP = "green_ownership_is_blues"
 
 # Phases in which green sits in the staging area, fully migrated.
 GREEN_STAGED = {Phase.MIGRATED, Phase.VERIFIED, Phase.ROLLED_BACK}
+# Phases in which green/ must hold its SQLite file (the copy exists), and, once migrated, its rocksdb/.
+GREEN_COPIED = GREEN_STAGED | {Phase.SNAPSHOTTED, Phase.MIGRATING}
+GREEN_BROKEN_HINT = "run `upgrade stage` to stage again (or `upgrade abort`)"
 
 
 # ---------------------------------------------------------------- helpers
@@ -118,6 +123,28 @@ def _blue_drift(lay: Layout, state: StagingState) -> list[str]:
     return fpmod.diff_db(state.blue_fingerprint, fpmod.take(lay.data_dir, lay.exclude))
 
 
+def green_problem(lay: Layout, state: StagingState | None) -> str | None:
+    """What is missing from the staging area that the state says is there (green/ removed or emptied by
+    hand), or None. The state cannot be trusted then: every command says so and points to a re-stage."""
+    if state is None or state.phase not in GREEN_COPIED:
+        return None
+    if not lay.green_dir.is_dir():
+        missing = f"green/ is missing ({lay.green_dir})"
+    elif not (lay.green_dir / lay.db_name).is_file():
+        missing = f"green/{lay.db_name} is missing ({lay.green_dir / lay.db_name})"
+    elif state.phase in GREEN_STAGED and not (lay.green_dir / "rocksdb").is_dir():
+        missing = f"green/rocksdb/ is missing ({lay.green_dir / 'rocksdb'})"
+    else:
+        return None
+    return f"{missing} although the phase is {state.phase.value}"
+
+
+def _refuse_if_green_broken(lay: Layout, state: StagingState | None) -> None:
+    problem = green_problem(lay, state)
+    if problem:
+        raise PreflightError(f"{problem}: the staged copy is gone (removed by hand?)", GREEN_BROKEN_HINT)
+
+
 def _recover(lay: Layout, store: StateStore, state: StagingState | None) -> tuple[StagingState | None, list[str]]:
     """Finish or undo whatever an interrupted command left in flight. Returns the state and what was done."""
     notes: list[str] = []
@@ -156,6 +183,15 @@ def _recover(lay: Layout, store: StateStore, state: StagingState | None) -> tupl
         _finish_abort(lay)
         notes.append("interrupted abort found: finished removing the staging area")
         return None, notes
+    elif state.phase in (Phase.CLEANING_UP, Phase.CLEANED_UP):  # final: finish it, there is no way back
+        try:
+            _, kept, _ = _finish_cleanup(lay, store, state)
+        except OSError as exc:
+            notes.append(f"interrupted cleanup found; it cannot finish ({exc}); fix that and re-run `upgrade cleanup`")
+            return state, notes
+        notes.append("interrupted cleanup found: finished removing the old data and the staging area"
+                     + (f" (record kept in {kept})" if kept else ""))
+        return None, notes
     if _rmtree(lay.staging_dir / "green.partial"):
         notes.append("leftover green.partial removed")
     return state, notes
@@ -165,17 +201,22 @@ def _recover(lay: Layout, store: StateStore, state: StagingState | None) -> tupl
 KEPT_ON_ABORT = ("audit.log", "bluegreen.log", "reports")
 
 
-def kept_aside_dir(lay: Layout) -> Path:
-    """Where abort moves the audit log, the detailed log and the reports: a sibling of the staging area."""
-    return lay.staging_dir.with_name(f"{lay.staging_dir.name}-aborted-{utcnow():%Y%m%dT%H%M%S%fZ}")
+# What cleanup keeps: the same, plus the final state.json (phase CLEANED_UP: the record that it finished).
+KEPT_ON_CLEANUP = (*KEPT_ON_ABORT, "state.json")
 
 
-def _keep_aside(lay: Layout) -> Path | None:
+def kept_aside_dir(lay: Layout, why: str = "aborted") -> Path:
+    """Where abort (cleanup) moves the audit log, the detailed log and the reports: a sibling of the staging
+    area, `<staging>-aborted-<ts>` (`<staging>-cleaned-<ts>`)."""
+    return lay.staging_dir.with_name(f"{lay.staging_dir.name}-{why}-{utcnow():%Y%m%dT%H%M%S%fZ}")
+
+
+def _keep_aside(lay: Layout, names: tuple[str, ...] = KEPT_ON_ABORT, why: str = "aborted") -> Path | None:
     """Move audit.log, bluegreen.log and reports/ out of the staging area (same filesystem: renames)."""
-    present = [lay.staging_dir / n for n in KEPT_ON_ABORT if (lay.staging_dir / n).exists()]
+    present = [lay.staging_dir / n for n in names if (lay.staging_dir / n).exists()]
     if not present:
         return None
-    dest = kept_aside_dir(lay)
+    dest = kept_aside_dir(lay, why)
     dest.mkdir()
     for p in present:
         os.rename(p, dest / p.name)
@@ -222,11 +263,14 @@ NEXT_STEP = {
     Phase.MIGRATED: "upgrade verify",
     Phase.VERIFIED: "stop the node, then upgrade promote",
     Phase.PROMOTING: "any upgrade command (finishes or undoes the interrupted promote)",
-    Phase.PROMOTED: "start the node on the upgraded data; if it misbehaves, stop it and run upgrade rollback",
+    Phase.PROMOTED: "start the node on the upgraded data; if it misbehaves, stop it and run upgrade rollback; "
+                    "once satisfied, upgrade cleanup removes the old data (final)",
     Phase.ROLLING_BACK: "any upgrade command (finishes or undoes the interrupted rollback)",
     Phase.ROLLED_BACK: "start the node on the old data; upgrade promote re-applies the staged upgrade",
     Phase.ABORTED: "upgrade stage",
     Phase.FAILED: "upgrade stage (starts again from a fresh snapshot)",
+    Phase.CLEANING_UP: "upgrade cleanup (finishes removing the old data)",
+    Phase.CLEANED_UP: "nothing: the upgrade is complete",
 }
 
 
@@ -293,7 +337,12 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
         if state is not None and state.phase in (Phase.PROMOTED, Phase.PROMOTING, Phase.ROLLING_BACK):
             raise PreflightError(f"the upgrade is already promoted (phase {state.phase.value})",
                                  "upgrade rollback first if you want to stage again")
-        if state is not None and state.phase in GREEN_STAGED:
+        broken = green_problem(lay, state)
+        if broken:  # green/ went away (by hand): start over from a fresh snapshot, the history stays
+            assert state is not None
+            store.audit("green_missing", f"{broken}; staging again from a fresh snapshot", state.phase)
+            notes.append(f"{broken}; staging again from a fresh snapshot")
+        if state is not None and state.phase in GREEN_STAGED and not broken:
             drift = _blue_drift(lay, state)
             if not drift:
                 return result(noop=True, phase=state.phase, source_version=state.source_version,
@@ -302,6 +351,11 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
                               next_step=NEXT_STEP[state.phase])
             notes.append("blue changed since the last stage, so green is stale and is staged again:\n    "
                          + "\n    ".join(drift[:20]))
+        if state is None and not lay.staging_dir.exists():
+            # The recovery finished an interrupted abort or cleanup, which removed the staging area (and the
+            # lock we hold): start afresh in a new run rather than here.
+            raise PreflightError("an interrupted command was finished: " + "; ".join(notes),
+                                 "run `upgrade stage` again")
         if state is None:
             state = _new_state(lay, target_version, genesis_unit)
             store.save(state)
@@ -310,7 +364,7 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
             state.genesis_unit = genesis_unit
         snap = None
         warnings: list[str] = []
-        if state.phase not in (Phase.SNAPSHOTTED, Phase.MIGRATING):
+        if state.phase not in (Phase.SNAPSHOTTED, Phase.MIGRATING) or broken:
             snap, warnings = _stage_snapshot(lay, store, state, target_version, progress)
         try:
             report = _stage_migrate(lay, store, state, progress)
@@ -518,17 +572,36 @@ def _node_modules_for_probe(lay: Layout, given: Path | None) -> tuple[Path | Non
     return found, f"probing green with the node's own libraries found in {found}"
 
 
+PROBE_SKIPPED = ("the node compatibility probe was skipped (--no-node-probe): nothing checked that the node's own "
+                 "libraries (level-rocksdb, sqlite3) read green")
+
+
+def _no_probe_check(why: str) -> VerifyCheck:
+    """--require-node-probe and no probe could run: a failed check, so verify fails and promote refuses."""
+    return VerifyCheck(name=CHECK_NODE_COMPAT, passed=False, checked=0, failed=1, first_failures=[why],
+                       detail="--require-node-probe: no node probe could run; pass --node-modules DIR with `node` "
+                              "on PATH")
+
+
 def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sample: int | None = None,
-           node_modules: Path | None = None, genesis_unit: str | None = None,
+           node_modules: Path | None = None, genesis_unit: str | None = None, force: bool = False,
+           require_node_probe: bool = False, no_node_probe: bool = False,
            progress: ProgressFn | None = None) -> VerifyResult:
-    """Check green against blue, add the blue-drift check, persist the report, move to VERIFIED or MIGRATED."""
+    """Check green against blue, add the blue-drift check, persist the report, move to VERIFIED or MIGRATED.
+
+    `force` re-runs a verify that already passed; `node_modules` (given now) always runs the node probe;
+    `require_node_probe` fails verify when no probe can run; `no_node_probe` skips it with a warning."""
     from bluegreen.lifecycle.verify import verify_green
 
+    if no_node_probe and (require_node_probe or node_modules is not None):
+        raise BadInputError("--no-node-probe contradicts " + ("--require-node-probe" if require_node_probe
+                                                              else "--node-modules"), "give only one of them")
     lay = layoutmod.resolve(data_dir, staging_dir)
     if not lay.staging_dir.exists():
         raise PreflightError("nothing is staged", "run `upgrade stage` first")
     with _locked(lay, create=False) as store:
         state, notes = _recover(lay, store, store.load())
+        _refuse_if_green_broken(lay, state)
         if state is None or state.phase not in GREEN_STAGED:
             phase = state.phase.value if state else "NONE"
             if state is not None and state.phase == Phase.PROMOTED:
@@ -539,15 +612,20 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
         drift = _blue_drift(lay, state)
         green_fp = fpmod.take(lay.green_dir)
         lv = state.last_verify
-        if (lv is not None and lv.passed and not drift and state.green_fingerprint_verified is not None
+        # Nothing to do only when nothing changed and the operator asks for nothing the last run did not do.
+        if (not force and node_modules is None and lv is not None and lv.passed and not drift
+                and state.green_fingerprint_verified is not None
                 and not fpmod.diff_db(state.green_fingerprint_verified, green_fp)
-                and (sample is not None or lv.sample is None)):
+                and (sample is not None or lv.sample is None) and Path(lv.report_path).is_file()):
             report = VerifyReport.model_validate_json(Path(lv.report_path).read_bytes())
-            return VerifyResult(command="verify", noop=True, passed=True, phase=state.phase, report=report,
-                                report_path=lv.report_path, data_dir=lay.data_dir, staging_dir=lay.staging_dir,
-                                recovered=notes, next_step=NEXT_STEP[state.phase],
-                                message=f"already verified at {lv.finished_at:%Y-%m-%d %H:%M:%S} UTC and nothing "
-                                        "changed since; nothing to do")
+            probed = any(c.name == CHECK_NODE_COMPAT and c.passed for c in report.checks)
+            if probed or not require_node_probe:
+                return VerifyResult(command="verify", noop=True, passed=True, phase=state.phase, report=report,
+                                    report_path=lv.report_path, data_dir=lay.data_dir, staging_dir=lay.staging_dir,
+                                    recovered=notes, next_step=NEXT_STEP[state.phase],
+                                    message=f"already verified at {lv.finished_at:%Y-%m-%d %H:%M:%S} UTC and "
+                                            "nothing changed since; nothing to do (`upgrade verify --force` runs "
+                                            "it again)")
         warnings = []
         usage = noderunning.detect(lay.data_dir, lay.exclude)
         if usage.running:
@@ -562,13 +640,19 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
             checked=len(state.blue_fingerprint.db_files) if state.blue_fingerprint else 0, failed=len(drift),
             first_failures=drift,
             detail="" if not drift else "blue changed since stage: run `upgrade stage` again (re-stage)"))
-        node_modules, probe_note = _node_modules_for_probe(lay, node_modules)
+        if no_node_probe:
+            node_modules, probe_note = None, PROBE_SKIPPED
+        else:
+            node_modules, probe_note = _node_modules_for_probe(lay, node_modules)
         if probe_note:
             warnings.append(probe_note)
         if node_modules is not None:
             checks.append(_probe_node(node_modules, lay, state.target_version))
+        elif require_node_probe:
+            checks.append(_no_probe_check(probe_note or "no node probe could run"))
         checks.append(ownership.verify_check(CHECK_OWNERSHIP, lay.green_dir, lay.data_dir, lay.exclude))
         report = report.model_copy(update={"checks": checks, "passed": all(c.passed for c in checks),
+                                           "warnings": [*report.warnings, *warnings],
                                            "finished_at": datetime.now(timezone.utc)})
         lay.reports_dir.mkdir(exist_ok=True)
         path = lay.reports_dir / f"verify-{report.finished_at:%Y%m%dT%H%M%S%f}.json"
@@ -587,6 +671,8 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
             message=("verify passed" if report.passed else f"verify FAILED: {failed}") + f"; report {path}",
             next_step=NEXT_STEP[state.phase] if report.passed else (
                 "upgrade stage (blue changed: re-stage)" if drift else
+                "upgrade verify --node-modules DIR (the node's node_modules, with `node` on PATH)"
+                if failed == CHECK_NODE_COMPAT and node_modules is None else
                 "read the report; green is not promotable. Fix the cause, then upgrade abort + upgrade stage"))
 
 
@@ -652,6 +738,7 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None) -> Pr
         if state is not None and state.phase == Phase.PROMOTED:
             return res(noop=True, phase=state.phase, mechanism=state.last_swap.mechanism if state.last_swap else None,
                        message="already promoted; nothing to do", next_step=NEXT_STEP[state.phase])
+        _refuse_if_green_broken(lay, state)
         if state is None or state.phase not in (Phase.VERIFIED, Phase.ROLLED_BACK, Phase.MIGRATED):
             phase = state.phase if state else Phase.NONE
             raise PreflightError(f"nothing promotable is staged (phase {phase.value})", NEXT_STEP[phase])
@@ -762,6 +849,13 @@ def _timings(state: StagingState) -> list[PhaseTiming]:
     return out
 
 
+def _next_when_nothing_staged(dver: int | None) -> str:
+    """`upgrade stage`, unless the data dir is already upgraded (e.g. after a cleanup)."""
+    if dver is not None and dver >= min(SUPPORTED_TARGETS):
+        return f"nothing: the data dir is already at version {dver} (upgrade stage --target-version N for a later one)"
+    return NEXT_STEP[Phase.NONE]
+
+
 def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> StatusResult:
     """Phase, versions, sizes, progress, timings, last verify, and what the next command would do."""
     lay = layoutmod.resolve(data_dir, staging_dir, require_db=False)
@@ -775,7 +869,7 @@ def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> Sta
                             sizes={"data_dir": _du(lay.data_dir)},
                             message=f"nothing staged; the data dir is at version {dver}"
                                     + (f" (an upgrade command is running now, pid {holder})" if holder else ""),
-                            next_step=NEXT_STEP[Phase.NONE])
+                            next_step=_next_when_nothing_staged(dver))
     notes: list[str] = []
     locked_by = None
     if is_locked(lay.lock_path):
@@ -804,7 +898,13 @@ def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> Sta
         if state.last_swap.recovered:
             msg += " (finished by recovery)"
     nxt = NEXT_STEP[state.phase]
-    if drift:
+    problems = []
+    broken = None if locked_by else green_problem(lay, state)  # a running command may be re-making green
+    if broken:
+        problems.append(f"{broken}; {GREEN_BROKEN_HINT}")
+        msg += f"; problem: {broken}"
+        nxt = "upgrade stage (stages again from a fresh snapshot), or upgrade abort"
+    elif drift:
         nxt = "blue changed since stage: upgrade stage (re-stage), then verify and promote"
     elif state.phase in (Phase.MIGRATED,) and state.last_verify and not state.last_verify.passed:
         nxt = "the last verify failed: read its report; then upgrade abort and upgrade stage"
@@ -812,7 +912,7 @@ def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> Sta
                         source_version=state.source_version, target_version=state.target_version,
                         data_dir_version=dver, green_version=green_ver, sizes=sizes, progress=state.progress,
                         timings=_timings(state), last_verify=state.last_verify, last_swap=state.last_swap,
-                        blue_drift=drift, node=node, last_error=state.last_error,
+                        blue_drift=drift, problems=problems, node=node, last_error=state.last_error,
                         migration_report=state.migration_report, message=msg, next_step=nxt)
 
 
@@ -851,3 +951,119 @@ def abort(data_dir: Path | None = None, staging_dir: Path | None = None) -> Abor
     return AbortResult(**base, phase=Phase.NONE, recovered=notes, removed=removed,
                        message=_abort_message(lay, removed),
                        next_step=NEXT_STEP[Phase.NONE])
+
+
+# ---------------------------------------------------------------- cleanup
+
+
+def _du_unshared(path: Path) -> int:
+    """Bytes that deleting `path` frees: files not hard-linked elsewhere (blue-previous's .sst files are
+    usually links shared with the live data dir, since stage hard-links them)."""
+    total = 0
+    for dirpath, _d, files in os.walk(path):
+        for f in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, f))
+            except FileNotFoundError:
+                continue
+            if st.st_nlink <= 1:
+                total += st.st_size
+    return total
+
+
+def _finish_cleanup(lay: Layout, store: StateStore, state: StagingState) -> tuple[list[str], Path | None, int]:
+    """Remove blue-previous/ and the scratch, record CLEANED_UP, move the record aside, remove the staging
+    area. Safe to re-run after a crash at any point (the phase stays CLEANING_UP until the old data is gone)."""
+    removed: list[str] = []
+    freed = 0
+    for sub in (lay.previous_dir, lay.green_dir, lay.staging_dir / "green.partial", lay.work_dir):
+        if sub.exists():
+            freed += _du_unshared(sub)
+            shutil.rmtree(sub)
+            removed.append(str(sub))
+        killpoint("cleanup.mid_remove")
+    fsync_dir(lay.staging_dir)
+    if state.phase == Phase.CLEANING_UP:
+        store.transition(state, Phase.CLEANED_UP, f"old data removed ({freed} bytes freed); the upgrade is complete")
+    kept = _keep_aside(lay, KEPT_ON_CLEANUP, "cleaned")
+    for name in ("state.json.tmp", "lock"):
+        p = lay.staging_dir / name
+        if p.exists():
+            p.unlink()
+    try:
+        lay.staging_dir.rmdir()
+        removed.append(str(lay.staging_dir))
+    except OSError:
+        pass  # someone put files there: leave them
+    fsync_dir(lay.staging_dir.parent)
+    return removed, kept, freed
+
+
+def _cleanup_refusal(lay: Layout, phase: Phase) -> PreflightError:
+    why = {
+        Phase.ROLLED_BACK: "the upgrade was rolled back: the data dir holds the old data again and the staged "
+                           "green is the upgraded copy; `upgrade abort` drops the staging area",
+        Phase.PROMOTING: "a promote is in flight",
+        Phase.ROLLING_BACK: "a rollback is in flight",
+    }.get(phase, "nothing is promoted yet: the data dir still holds the old data; `upgrade abort` drops the "
+                 "staging area")
+    return PreflightError(f"cleanup removes the old data after a promote only; phase {phase.value}: {why}",
+                          NEXT_STEP[phase])
+
+
+def cleanup(data_dir: Path | None = None, staging_dir: Path | None = None) -> CleanupResult:
+    """After a promote the operator is happy with: delete the old data (`<staging>/blue-previous/`) for good,
+    keep the record (audit.log, bluegreen.log, reports/, the final state.json) in `<staging>-cleaned-<ts>/`
+    and remove the staging area. Final: no rollback afterwards. Never touches the data dir."""
+    lay = layoutmod.resolve(data_dir, staging_dir)
+    base = dict(command="cleanup", data_dir=lay.data_dir, staging_dir=lay.staging_dir)
+    if not lay.staging_dir.exists():
+        return CleanupResult(**base, noop=True, phase=Phase.NONE,
+                             message="nothing to clean up: no staging area", next_step=NEXT_STEP[Phase.CLEANED_UP])
+    with _locked(lay, create=False) as store:
+        state, notes = _recover(lay, store, store.load())
+        if state is None:
+            done = any("interrupted cleanup" in n for n in notes)
+            return CleanupResult(**base, noop=not done, phase=Phase.NONE, recovered=notes,
+                                 message="cleanup finished" if done else "nothing to clean up: nothing is staged",
+                                 next_step=NEXT_STEP[Phase.CLEANED_UP if done else Phase.NONE])
+        if state.phase not in (Phase.PROMOTED, Phase.CLEANING_UP):
+            raise _cleanup_refusal(lay, state.phase)
+        warnings: list[str] = []
+        if state.phase == Phase.PROMOTED:
+            # The data dir must really hold the upgraded data: else blue-previous/ may be the only copy left.
+            dver = _version(lay.data_dir, lay.db_name)
+            if dver != state.target_version:
+                raise PreflightError(
+                    f"the data dir {lay.data_dir} is at version {dver}, not the upgraded {state.target_version}: "
+                    f"it was changed by hand after promote, and {lay.previous_dir} may be the only copy of the "
+                    "node's data; cleanup will not delete it",
+                    "inspect the data dir and blue-previous/ by hand (`upgrade status`)",
+                )
+            # Nothing may use the old data (a node started on it, a backup copying it).
+            if lay.previous_dir.exists():
+                usage = noderunning.detect(lay.previous_dir)
+                if usage.running:
+                    raise NodeRunningError(f"the old data {lay.previous_dir} is in use:\n{usage.describe()}",
+                                           "stop whatever uses it (a node started on the old data? a backup "
+                                           "copying it?), then re-run `upgrade cleanup`")
+            else:
+                warnings.append(f"{lay.previous_dir} was already gone (archived or removed by hand)")
+            if state.green_fingerprint_promoted is not None and not fpmod.diff_db(
+                    state.green_fingerprint_promoted, fpmod.take(lay.data_dir, lay.exclude)):
+                warnings.append("the node has not written to the upgraded data since promote (not started on it "
+                                "yet?); the old data is gone now, so keep your own backup until it runs well")
+            store.transition(state, Phase.CLEANING_UP, f"removing the old data {lay.previous_dir} (final)")
+        try:
+            removed, kept, freed = _finish_cleanup(lay, store, state)
+        except OSError as exc:
+            raise PreflightError(
+                f"cleanup could not remove everything ({exc}); the phase stays CLEANING_UP",
+                "fix the permissions (or whatever the error names), then re-run `upgrade cleanup`",
+            ) from exc
+    return CleanupResult(**base, phase=Phase.CLEANED_UP, recovered=notes, removed=removed, freed_bytes=freed,
+                         kept_dir=kept, warnings=warnings,
+                         message=f"cleaned up: the old data is deleted ({freed / (1 << 20):.1f} MiB freed) and "
+                                 f"{lay.staging_dir} removed; the data dir keeps the upgraded data"
+                                 + (f"; audit log, log, reports and the final state kept in {kept}" if kept else ""),
+                         next_step=NEXT_STEP[Phase.CLEANED_UP])

@@ -31,5 +31,6 @@ POINTS: tuple[str, ...] = (
     "rollback.swap.fallback_mid",
     "rollback.after_swap",
     "abort.mid_remove",
+    "cleanup.mid_remove",
 )
 

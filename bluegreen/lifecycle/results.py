@@ -90,6 +90,8 @@ class StatusResult(CommandResult):
     last_verify: VerifyRecord | None = None
     last_swap: SwapRecord | None = None
     blue_drift: list[str] = Field(default_factory=list)
+    # The staging area does not match the state (green/ or its files removed by hand), with the way out.
+    problems: list[str] = Field(default_factory=list)
     node: NodeUsage | None = None
     last_error: str | None = None
     migration_report: dict[str, Any] | None = None  # the engine's report: every failing unit and its reason
@@ -99,6 +101,14 @@ class AbortResult(CommandResult):
     """`upgrade abort`."""
 
     removed: list[str] = Field(default_factory=list)
+
+
+class CleanupResult(CommandResult):
+    """`upgrade cleanup`: the old data removed after a promote; the record kept in `kept_dir`."""
+
+    removed: list[str] = Field(default_factory=list)
+    freed_bytes: int = 0
+    kept_dir: Path | None = None  # where audit.log, bluegreen.log, reports/ and the final state.json went
 
 
 class ErrorResult(BaseModel):

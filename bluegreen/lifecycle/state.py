@@ -44,6 +44,8 @@ class Phase(str, Enum):
     ROLLED_BACK = "ROLLED_BACK"
     ABORTED = "ABORTED"
     FAILED = "FAILED"
+    CLEANING_UP = "CLEANING_UP"  # `upgrade cleanup` removing blue-previous/ (final; a crash here is finished)
+    CLEANED_UP = "CLEANED_UP"  # the upgrade is complete, the old data removed (the kept state.json says so)
 
 
 P = Phase
@@ -56,11 +58,13 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     P.MIGRATED: frozenset({P.VERIFIED, P.MIGRATED, P.ABORTED, P.SNAPSHOTTING}),
     P.VERIFIED: frozenset({P.VERIFIED, P.MIGRATED, P.PROMOTING, P.ABORTED, P.SNAPSHOTTING}),
     P.PROMOTING: frozenset({P.PROMOTED, P.VERIFIED}),
-    P.PROMOTED: frozenset({P.ROLLING_BACK}),
+    P.PROMOTED: frozenset({P.ROLLING_BACK, P.CLEANING_UP}),
     P.ROLLING_BACK: frozenset({P.ROLLED_BACK, P.PROMOTED}),
     P.ROLLED_BACK: frozenset({P.PROMOTING, P.VERIFIED, P.MIGRATED, P.ABORTED, P.SNAPSHOTTING}),
     P.ABORTED: frozenset({P.SNAPSHOTTING}),
     P.FAILED: frozenset({P.SNAPSHOTTING, P.ABORTED}),
+    P.CLEANING_UP: frozenset({P.CLEANED_UP}),  # no way back: the old data is being deleted
+    P.CLEANED_UP: frozenset(),  # terminal: the staging area is moved aside right after
 }
 
 

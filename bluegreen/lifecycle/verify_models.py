@@ -51,6 +51,8 @@ class VerifyReport(BaseModel):
     blue_dir: Path
     green_dir: Path
     checks: list[VerifyCheck]
+    # What the operator should know about how far the checks went (e.g. the node probe skipped).
+    warnings: list[str] = Field(default_factory=list)
 
     def failed_checks(self) -> list[VerifyCheck]:
         """The checks that did not pass, in report order."""
