@@ -162,3 +162,13 @@ def test_cli_abort_refuses_without_yes_and_deletes_with_yes(tmp_path: Path) -> N
     p = run_cli("abort", "--data-dir", str(node), "--yes")
     assert p.returncode == 0, p.stderr
     assert not staging.exists()
+
+
+def test_stage_refuses_to_replace_a_green_holding_the_node_writes(tmp_path: Path) -> None:
+    node, staging = _forced_rollback_with_node_writes(tmp_path)
+    _node_writes(node / "byteball.sqlite")  # the node ran again on the old data: blue drifted, stage re-copies
+    green = tree_hash(staging / "green")
+    with pytest.raises(UnsavedDataError, match="peer_hosts: 1 rows added") as e:
+        command.stage(node)
+    assert "abort --yes" in (e.value.hint or "")
+    assert tree_hash(staging / "green") == green

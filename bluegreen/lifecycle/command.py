@@ -308,6 +308,15 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
             state = _new_state(lay, target_version, genesis_unit)
             store.save(state)
             store.audit("created", f"staging area for {lay.data_dir}")
+        if state.green_unique_changes is not None and lay.green_dir.is_dir() \
+                and state.phase not in (Phase.SNAPSHOTTED, Phase.MIGRATING):
+            # A fresh snapshot replaces green/: the node's writes a forced rollback set aside there would go.
+            raise UnsavedDataError(
+                f"blue changed since the last stage, so stage would take a fresh copy and replace {lay.green_dir}, "
+                "which holds what the node wrote to the upgraded data after promote (set aside there by "
+                "`upgrade rollback --force`); that data exists nowhere else:\n" + state.green_unique_changes.describe(),
+                f"keep it: copy {lay.green_dir} away first; or delete it: `upgrade abort --yes`, then `upgrade stage`",
+            )
         if genesis_unit:
             state.genesis_unit = genesis_unit
         snap = None
@@ -341,6 +350,7 @@ def _stage_snapshot(lay: Layout, store: StateStore, state: StagingState, target_
     state.target_version = target_version
     state.blue_fingerprint = fpmod.take(lay.data_dir, lay.exclude)
     state.green_fingerprint_verified = state.green_fingerprint_promoted = None
+    state.blue_previous_record = state.green_unique_changes = None
     state.last_verify = None
     state.migration_report = None
     state.progress = None
@@ -845,7 +855,8 @@ def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> Sta
         nxt = (f"keep the upgrade, or put the old data back at {lay.previous_dir} exactly as it was"
                if gone else f"keep the upgrade, or inspect {lay.previous_dir} (remove what was added, restore what "
                "changed from a backup) before any rollback")
-    if state.green_unique_changes is not None and lay.green_dir.is_dir():
+    unique = state.green_unique_changes if state.phase != Phase.PROMOTED else None
+    if unique is not None:
         msg += (f"; {lay.green_dir} holds the node's writes discarded by a forced rollback (abort refuses to "
                 "delete them without --yes)")
     if drift:
@@ -857,7 +868,7 @@ def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> Sta
                         data_dir_version=dver, green_version=green_ver, sizes=sizes, progress=state.progress,
                         timings=_timings(state), last_verify=state.last_verify, last_swap=state.last_swap,
                         blue_drift=drift, blue_previous_problems=prev_problems,
-                        green_unique_changes=state.green_unique_changes, node=node, last_error=state.last_error,
+                        green_unique_changes=unique, node=node, last_error=state.last_error,
                         migration_report=state.migration_report, message=msg, next_step=nxt)
 
 
