@@ -5,8 +5,13 @@ Real promotes and rollbacks on the devnet v29 fixture; "the node" writing is a r
 
 from __future__ import annotations
 
+import os
+import pty
+import select
 import shutil
 import sqlite3
+import subprocess
+import time
 from pathlib import Path
 
 import apsw
@@ -15,7 +20,8 @@ import pytest
 from bluegreen.errors import BadInputError, BluePreviousChangedError, UnsavedDataError
 from bluegreen.lifecycle import command
 from bluegreen.lifecycle.state import Phase
-from test_lifecycle_support import make_node, run_cli, tree_hash
+from conftest import REPO
+from test_lifecycle_support import PY, make_node, run_cli, tree_hash
 
 
 def _promoted(tmp_path: Path, wal: bool = False) -> tuple[Path, Path, dict[str, str]]:
@@ -172,3 +178,39 @@ def test_stage_refuses_to_replace_a_green_holding_the_node_writes(tmp_path: Path
         command.stage(node)
     assert "abort --yes" in (e.value.hint or "")
     assert tree_hash(staging / "green") == green
+
+
+def _pty_answers(args: list[str], answers: list[bytes], timeout: float = 120) -> tuple[int, str]:
+    """Run the CLI on a pty, typing answers[i] at the i-th `[y/N]` prompt; (rc, all output)."""
+    master, slave = pty.openpty()
+    child = subprocess.Popen([PY, "-m", "bluegreen", *args], cwd=REPO, stdin=slave, stdout=slave, stderr=slave,
+                             close_fds=True)
+    os.close(slave)
+    out, sent, deadline = b"", 0, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([master], [], [], 0.5)
+        if r:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+            if sent < len(answers) and out.count(b"[y/N]") > sent:
+                os.write(master, answers[sent])
+                sent += 1
+        elif child.poll() is not None:
+            break
+    rc = child.wait(timeout=timeout)
+    os.close(master)
+    return rc, out.decode(errors="replace")
+
+
+def test_cli_abort_on_a_terminal_asks_about_the_node_writes(tmp_path: Path) -> None:
+    node, staging = _forced_rollback_with_node_writes(tmp_path)
+    rc, out = _pty_answers(["abort", "--data-dir", str(node)], [b"y\n", b"n\n"])
+    assert rc == 1 and "exists nowhere else" in out and "DELETE" in out and "nothing was done" in out
+    assert (staging / "green" / "byteball.sqlite").exists()
+    rc, out = _pty_answers(["abort", "--data-dir", str(node)], [b"y\n", b"y\n"])
+    assert rc == 0 and "aborted" in out and not staging.exists()
