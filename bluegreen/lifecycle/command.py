@@ -31,7 +31,8 @@ from bluegreen.errors import (
 )
 from bluegreen.schema.steps import SUPPORTED_TARGETS
 from bluegreen.lifecycle import fingerprint as fpmod
-from bluegreen.lifecycle import greendiff, layout as layoutmod, noderunning, ownership, setaside, snapshot, storage_errors
+from bluegreen.lifecycle import greendiff, layout as layoutmod, noderunning, ownership, setaside, snapshot
+from bluegreen.lifecycle import storage_errors
 from bluegreen.lifecycle import swap as swapmod
 from bluegreen.lifecycle.killpoints import killpoint
 from bluegreen.lifecycle.layout import Layout
