@@ -214,3 +214,13 @@ def test_cli_abort_on_a_terminal_asks_about_the_node_writes(tmp_path: Path) -> N
     assert (staging / "green" / "byteball.sqlite").exists()
     rc, out = _pty_answers(["abort", "--data-dir", str(node)], [b"y\n", b"y\n"])
     assert rc == 0 and "aborted" in out and not staging.exists()
+
+
+def test_abort_with_an_unreadable_state_file_still_keeps_the_node_writes(tmp_path: Path) -> None:
+    node, staging = _forced_rollback_with_node_writes(tmp_path)
+    (staging / "state.json").write_text("{ edited by hand")
+    with pytest.raises(UnsavedDataError, match="forced rollback"):
+        command.abort(node)
+    assert (staging / "green" / "byteball.sqlite").exists()
+    command.abort(node, discard_node_writes=True)
+    assert not staging.exists()

@@ -47,6 +47,7 @@ from bluegreen.lifecycle.results import (
     VerifyResult,
 )
 from bluegreen.lifecycle.state import (
+    AuditEntry,
     Phase,
     Progress,
     StagingState,
@@ -710,6 +711,8 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None) -> Pr
 
 # ---------------------------------------------------------------- rollback
 
+FORCED_ROLLBACK_NOTE = "forced rollback discarding changes"  # audit.log note; abort reads it when state.json cannot
+
 
 def blue_previous_problems(lay: Layout, state: StagingState) -> list[str]:
     """How blue-previous/ differs from what promote set aside (empty = rollback may swap it back in)."""
@@ -775,7 +778,7 @@ def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, f
         # Saved with the transition, so an interrupted rollback finished by recovery keeps it too.
         state.green_unique_changes = changes if changes.changed else None
         store.transition(state, Phase.ROLLING_BACK,
-                         "forced rollback discarding changes:\n" + changes.describe() if changes.changed else "")
+                         FORCED_ROLLBACK_NOTE + ":\n" + changes.describe() if changes.changed else "")
         killpoint("rollback.before_swap")
         outcome = _swap_or_refuse("rollback", lay, store, state, lay.previous_dir, lay.green_dir, Phase.PROMOTED)
         killpoint("rollback.after_swap")
@@ -873,6 +876,22 @@ def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> Sta
                         migration_report=state.migration_report, message=msg, next_step=nxt)
 
 
+def _audit_says_forced_rollback(lay: Layout) -> bool:
+    """True when audit.log's last swap-related transition is a forced rollback that set node writes aside."""
+    try:
+        lines = (lay.staging_dir / "audit.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return False
+    for line in reversed(lines):
+        try:
+            entry = AuditEntry.model_validate_json(line)
+        except ValueError:
+            continue
+        if entry.to_phase in (Phase.PROMOTING, Phase.ROLLING_BACK, Phase.SNAPSHOTTING):
+            return entry.to_phase == Phase.ROLLING_BACK and entry.note.startswith(FORCED_ROLLBACK_NOTE)
+    return False
+
+
 def abort(data_dir: Path | None = None, staging_dir: Path | None = None, *,
           discard_node_writes: bool = False) -> AbortResult:
     """Remove green and the staging area (before promote only; never touches blue).
@@ -895,6 +914,13 @@ def abort(data_dir: Path | None = None, staging_dir: Path | None = None, *,
                     f"{exc.message}; and {lay.staging_dir} holds blue-previous/ or a swap journal, so the data dir "
                     "may hold upgraded data: abort will not guess",
                     "inspect the staging area by hand (blue-previous/ is the old data); never delete it blindly",
+                ) from exc
+            if not discard_node_writes and lay.green_dir.is_dir() and _audit_says_forced_rollback(lay):
+                raise UnsavedDataError(
+                    f"{exc.message}; and audit.log says the last swap was a forced rollback, so {lay.green_dir} may "
+                    "hold what the node wrote after promote, which exists nowhere else: abort will not delete it",
+                    f"copy {lay.green_dir} away first if you need it; to delete it anyway: `upgrade abort --yes` "
+                    "(CLI) / discard_node_writes=True",
                 ) from exc
             removed = _finish_abort(lay)
             return AbortResult(**base, phase=Phase.NONE, removed=removed,
