@@ -18,7 +18,7 @@ from typer.core import TyperCommand, TyperGroup
 from pydantic import BaseModel
 
 from bluegreen import signals
-from bluegreen.errors import BluegreenError
+from bluegreen.errors import BluegreenError, UnsavedDataError
 from bluegreen.lifecycle import command, logfile, pointer
 from bluegreen.lifecycle import plan as planmod
 from bluegreen.lifecycle.results import CommandResult, ErrorResult, StatusResult, VerifyResult
@@ -181,6 +181,13 @@ def _print_status(s: StatusResult) -> None:
         typer.echo(f"blue drift:  {d}")
     for problem in s.problems:
         typer.echo(f"problem:     {problem}")
+    for d in s.blue_previous_problems[:10]:
+        typer.echo(f"old data:    {d}")
+    if len(s.blue_previous_problems) > 10:
+        typer.echo(f"old data:    ... and {len(s.blue_previous_problems) - 10} more")
+    if s.green_unique_changes is not None:
+        typer.echo("unsaved:     the node's writes set aside in green/ by a forced rollback:\n"
+                   + s.green_unique_changes.describe())
     if s.last_error:
         typer.echo(f"last error:  {s.last_error}")
 
@@ -239,6 +246,8 @@ def _run_inner(name: str, as_json: bool, fn: Any, **kwargs: Any) -> None:
             if exc.hint:
                 typer.echo(f"next step: {exc.hint}", err=True)
         raise typer.Exit(exc.exit_code) from None
+    except typer.Exit:
+        raise  # a confirmation inside the command was answered no
     except KeyboardInterrupt as exc:
         log.warning("interrupted", exc_info=True)
         why, code = ((f"interrupted by {exc.args[0]}", exc.exit_code) if isinstance(exc, signals.BluegreenInterrupted)
@@ -280,9 +289,21 @@ def _stage_remembering(**kw: Any) -> CommandResult:
             pointer.remember(Path(os.path.abspath(kw["data_dir"])), Path(os.path.abspath(given)))
 
 
-def _abort_forgetting(**kw: Any) -> CommandResult:
-    """command.abort, then the pointer goes too once the staging area it names is gone."""
-    result = command.abort(**kw)
+def _abort_forgetting(yes: bool = False, json_out: bool = False, **kw: Any) -> CommandResult:
+    """command.abort, then the pointer goes too once the staging area it names is gone.
+
+    When green holds the node's writes (a forced rollback set them aside), abort refuses; `--yes` deletes
+    them anyway, and on a terminal the operator is asked (a script without --yes gets the refusal)."""
+    try:
+        result = command.abort(discard_node_writes=yes, **kw)
+    except UnsavedDataError as exc:
+        if json_out or not sys.stdin.isatty():
+            raise
+        typer.echo(exc.message, err=True)
+        if not typer.confirm("DELETE these writes of the node together with the staging area?", default=False):
+            typer.echo("not confirmed; nothing was done", err=True)
+            raise typer.Exit(1) from None
+        result = command.abort(discard_node_writes=True, **kw)
     if not result.staging_dir.exists():
         pointer.forget(result.data_dir)
     return result
@@ -379,9 +400,12 @@ def status(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = Sta
 @app.command(cls=_Command)
 def abort(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = StagingDir,
           as_json: bool = JsonOut, yes: bool = Yes) -> None:
-    """Remove green and the whole staging area (before promote only). Never touches the data dir."""
+    """Remove green and the whole staging area (before promote only). Never touches the data dir.
+
+    Refuses (exit 12) when green holds what the node wrote after promote and `rollback --force` set aside
+    there; on a terminal it asks, `--yes` deletes those writes too."""
     _confirm("Remove green and the whole staging area (the data dir is not touched)?", yes, as_json)
-    _run("abort", as_json, _abort_forgetting, data_dir=data_dir, staging_dir=staging_dir)
+    _run("abort", as_json, _abort_forgetting, data_dir=data_dir, staging_dir=staging_dir, yes=yes, json_out=as_json)
 
 
 def _cleanup_forgetting(**kw: Any) -> CommandResult:

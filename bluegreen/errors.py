@@ -71,3 +71,17 @@ class OutOfSpaceError(BluegreenError):
     """The staging filesystem ran out of space (or would)."""
 
     exit_code = 10
+
+
+class BluePreviousChangedError(PreflightError):
+    """`<staging>/blue-previous/` is not what promote set aside (changed, files added/removed, or missing):
+    rollback would swap in data that is not the old blue."""
+
+    exit_code = 11
+
+
+class UnsavedDataError(PreflightError):
+    """The staging area holds data that exists nowhere else (the node's writes to green, set aside by a
+    forced rollback); abort refuses to delete it unless told to."""
+
+    exit_code = 12

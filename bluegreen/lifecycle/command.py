@@ -19,6 +19,7 @@ from pathlib import Path
 from bluegreen.durable import atomic_write_json, atomic_write_text, fsync_dir, fsync_file
 from bluegreen.errors import (
     BadInputError,
+    BluePreviousChangedError,
     NodeRunningError,
     BluegreenError,
     DriftError,
@@ -26,11 +27,13 @@ from bluegreen.errors import (
     OutOfSpaceError,
     PreflightError,
     SourceDataError,
+    UnsavedDataError,
     VerificationFailed,
 )
 from bluegreen.schema.steps import SUPPORTED_TARGETS
 from bluegreen.lifecycle import fingerprint as fpmod
-from bluegreen.lifecycle import greendiff, layout as layoutmod, noderunning, ownership, snapshot, storage_errors
+from bluegreen.lifecycle import greendiff, layout as layoutmod, noderunning, ownership, setaside, snapshot
+from bluegreen.lifecycle import storage_errors
 from bluegreen.lifecycle import swap as swapmod
 from bluegreen.lifecycle.killpoints import killpoint
 from bluegreen.lifecycle.layout import Layout
@@ -46,6 +49,7 @@ from bluegreen.lifecycle.results import (
     VerifyResult,
 )
 from bluegreen.lifecycle.state import (
+    AuditEntry,
     Phase,
     Progress,
     StagingState,
@@ -360,6 +364,15 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
             state = _new_state(lay, target_version, genesis_unit)
             store.save(state)
             store.audit("created", f"staging area for {lay.data_dir}")
+        if state.green_unique_changes is not None and lay.green_dir.is_dir() \
+                and state.phase not in (Phase.SNAPSHOTTED, Phase.MIGRATING):
+            # A fresh snapshot replaces green/: the node's writes a forced rollback set aside there would go.
+            raise UnsavedDataError(
+                f"blue changed since the last stage, so stage would take a fresh copy and replace {lay.green_dir}, "
+                "which holds what the node wrote to the upgraded data after promote (set aside there by "
+                "`upgrade rollback --force`); that data exists nowhere else:\n" + state.green_unique_changes.describe(),
+                f"keep it: copy {lay.green_dir} away first; or delete it: `upgrade abort --yes`, then `upgrade stage`",
+            )
         if genesis_unit:
             state.genesis_unit = genesis_unit
         snap = None
@@ -398,6 +411,7 @@ def _stage_snapshot(lay: Layout, store: StateStore, state: StagingState, target_
     state.target_version = target_version
     state.blue_fingerprint = fpmod.take(lay.data_dir, lay.exclude)
     state.green_fingerprint_verified = state.green_fingerprint_promoted = None
+    state.blue_previous_record = state.green_unique_changes = None
     state.last_verify = None
     state.migration_report = None
     state.progress = None
@@ -771,6 +785,9 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None) -> Pr
         ownership.save(owners, lay.work_dir / ownership.RECORD_NAME)  # rollback checks the old blue against it
         ownership.apply(lay.green_dir, owners)  # green becomes the data dir: blue's owners and modes
         state.green_fingerprint_promoted = fpmod.take(lay.green_dir)
+        # What rollback may swap back in: blue exactly as it is set aside (renames keep inodes and mtimes).
+        state.blue_previous_record = setaside.record(lay.data_dir, utcnow(), lay.exclude)
+        state.green_unique_changes = None  # green goes live: whatever it holds is the live data again
         store.transition(state, Phase.PROMOTING, f"swapping {lay.green_dir} into {lay.data_dir}")
         killpoint("promote.before_swap")
         outcome = _swap_or_refuse("promote", lay, store, state, lay.green_dir, lay.previous_dir, Phase.VERIFIED)
@@ -785,6 +802,42 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None) -> Pr
 
 
 # ---------------------------------------------------------------- rollback
+
+FORCED_ROLLBACK_NOTE = "forced rollback discarding changes"  # audit.log note; abort reads it when state.json cannot
+
+
+def blue_previous_problems(lay: Layout, state: StagingState) -> list[str]:
+    """How blue-previous/ differs from what promote set aside (empty = rollback may swap it back in)."""
+    if not lay.previous_dir.is_dir():
+        return [f"{lay.previous_dir} is missing (archived, moved or removed?)"]
+    if state.blue_previous_record is None:  # promoted by a bluegreen that did not record it: the old check
+        return [] if (lay.previous_dir / lay.db_name).is_file() else [f"missing: {lay.db_name}"]
+    return setaside.compare(state.blue_previous_record, lay.previous_dir)
+
+
+def _check_blue_previous(lay: Layout, state: StagingState) -> None:
+    """Refuse (before anything moves) unless blue-previous/ is exactly the blue promote set aside."""
+    problems = blue_previous_problems(lay, state)
+    if not problems:
+        return
+    if not lay.previous_dir.is_dir():
+        raise BluePreviousChangedError(
+            f"cannot roll back: the old data {lay.previous_dir} is missing (archived or removed by hand?); "
+            "the data dir keeps the upgraded data",
+            f"put the old data dir back at {lay.previous_dir} exactly as it was and re-run `upgrade rollback`, "
+            "or keep the upgrade",
+        )
+    rec = state.blue_previous_record
+    head = (f"cannot roll back: the old data in {lay.previous_dir} is no longer what promote set aside at "
+            f"{rec.taken_at:%Y-%m-%d %H:%M:%S} UTC" if rec is not None else
+            f"cannot roll back: the old data in {lay.previous_dir} is incomplete")
+    raise BluePreviousChangedError(
+        f"{head}; {len(problems)} difference(s):\n" + setaside.summarize(problems)
+        + "\nNothing was moved; the data dir keeps the upgraded data.",
+        f"inspect {lay.previous_dir}: remove what was added there (e.g. a nested staging area from running "
+        "`upgrade` inside it), restore what was changed from your backup, then re-run `upgrade rollback`; "
+        "or keep the upgrade (the data dir is fine as it is)",
+    )
 
 
 def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, force: bool = False) -> RollbackResult:
@@ -803,11 +856,7 @@ def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, f
             phase = state.phase if state else Phase.NONE
             raise PreflightError(f"nothing to roll back (phase {phase.value}): the data dir still holds the old data",
                                  NEXT_STEP[phase])
-        if not (lay.previous_dir / lay.db_name).is_file():
-            raise PreflightError(f"cannot roll back: the old data {lay.previous_dir} is missing (archived or removed "
-                                 "by hand?); the data dir keeps the upgraded data",
-                                 f"put the old data dir back at {lay.previous_dir} and re-run `upgrade rollback`, "
-                                 "or keep the upgrade")
+        _check_blue_previous(lay, state)
         noderunning.ensure_stopped(lay.data_dir, lay.exclude)
         changes = greendiff.compare(state.green_fingerprint_promoted or fpmod.Fingerprint(),
                                     state.green_row_counts_promoted, lay.work_dir / KV_KEYS_FILE,
@@ -818,8 +867,10 @@ def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, f
                 "keep the upgraded data (start the node again), or run `upgrade rollback --force` to discard it",
             )
         restored = ownership.restore_before_rollback(lay.previous_dir, lay.work_dir / ownership.RECORD_NAME)
+        # Saved with the transition, so an interrupted rollback finished by recovery keeps it too.
+        state.green_unique_changes = changes if changes.changed else None
         store.transition(state, Phase.ROLLING_BACK,
-                         "forced rollback discarding changes:\n" + changes.describe() if changes.changed else "")
+                         FORCED_ROLLBACK_NOTE + ":\n" + changes.describe() if changes.changed else "")
         killpoint("rollback.before_swap")
         outcome = _swap_or_refuse("rollback", lay, store, state, lay.previous_dir, lay.green_dir, Phase.PROMOTED)
         killpoint("rollback.after_swap")
@@ -858,7 +909,7 @@ def _next_when_nothing_staged(dver: int | None) -> str:
 
 def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> StatusResult:
     """Phase, versions, sizes, progress, timings, last verify, and what the next command would do."""
-    lay = layoutmod.resolve(data_dir, staging_dir, require_db=False)
+    lay = layoutmod.resolve(data_dir, staging_dir, require_db=False, allow_inside_staging=True)
     base = dict(command="status", data_dir=lay.data_dir, staging_dir=lay.staging_dir)
     node = noderunning.detect(lay.data_dir, lay.exclude)
     dver = _version(lay.data_dir, lay.db_name)
@@ -904,6 +955,21 @@ def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> Sta
         problems.append(f"{broken}; {GREEN_BROKEN_HINT}")
         msg += f"; problem: {broken}"
         nxt = "upgrade stage (stages again from a fresh snapshot), or upgrade abort"
+    prev_problems = blue_previous_problems(lay, state) if state.phase == Phase.PROMOTED else []
+    if prev_problems:
+        gone = not lay.previous_dir.is_dir()
+        msg += (f"; the old data {lay.previous_dir} is missing: rollback is impossible" if gone else
+                f"; the old data in {lay.previous_dir} no longer matches what promote set aside "
+                f"({len(prev_problems)} difference(s)): rollback refuses")
+        nxt = (f"keep the upgrade, or put the old data back at {lay.previous_dir} exactly as it was"
+               if gone else f"keep the upgrade, or inspect {lay.previous_dir} (remove what was added, restore what "
+               "changed from a backup) before any rollback")
+    unique = state.green_unique_changes if state.phase != Phase.PROMOTED else None
+    if unique is not None:
+        msg += (f"; {lay.green_dir} holds the node's writes discarded by a forced rollback (abort refuses to "
+                "delete them without --yes)")
+    if broken:
+        pass
     elif drift:
         nxt = "blue changed since stage: upgrade stage (re-stage), then verify and promote"
     elif state.phase in (Phase.MIGRATED,) and state.last_verify and not state.last_verify.passed:
@@ -912,13 +978,34 @@ def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> Sta
                         source_version=state.source_version, target_version=state.target_version,
                         data_dir_version=dver, green_version=green_ver, sizes=sizes, progress=state.progress,
                         timings=_timings(state), last_verify=state.last_verify, last_swap=state.last_swap,
-                        blue_drift=drift, problems=problems, node=node, last_error=state.last_error,
+                        blue_drift=drift, problems=problems, blue_previous_problems=prev_problems,
+                        green_unique_changes=unique, node=node, last_error=state.last_error,
                         migration_report=state.migration_report, message=msg, next_step=nxt)
 
 
-def abort(data_dir: Path | None = None, staging_dir: Path | None = None) -> AbortResult:
-    """Remove green and the staging area (before promote only; never touches blue)."""
-    lay = layoutmod.resolve(data_dir, staging_dir, require_db=False)
+def _audit_says_forced_rollback(lay: Layout) -> bool:
+    """True when audit.log's last swap-related transition is a forced rollback that set node writes aside."""
+    try:
+        lines = (lay.staging_dir / "audit.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return False
+    for line in reversed(lines):
+        try:
+            entry = AuditEntry.model_validate_json(line)
+        except ValueError:
+            continue
+        if entry.to_phase in (Phase.PROMOTING, Phase.ROLLING_BACK, Phase.SNAPSHOTTING):
+            return entry.to_phase == Phase.ROLLING_BACK and entry.note.startswith(FORCED_ROLLBACK_NOTE)
+    return False
+
+
+def abort(data_dir: Path | None = None, staging_dir: Path | None = None, *,
+          discard_node_writes: bool = False) -> AbortResult:
+    """Remove green and the staging area (before promote only; never touches blue).
+
+    Refuses (UnsavedDataError) when green holds what the node wrote after promote and a forced rollback
+    set aside there (that data exists nowhere else), unless `discard_node_writes`."""
+    lay = layoutmod.resolve(data_dir, staging_dir, require_db=False, allow_inside_staging=True)
     base = dict(command="abort", data_dir=lay.data_dir, staging_dir=lay.staging_dir)
     if not lay.staging_dir.exists():
         return AbortResult(**base, noop=True, phase=Phase.NONE, message="nothing to abort: no staging area",
@@ -935,6 +1022,13 @@ def abort(data_dir: Path | None = None, staging_dir: Path | None = None) -> Abor
                     "may hold upgraded data: abort will not guess",
                     "inspect the staging area by hand (blue-previous/ is the old data); never delete it blindly",
                 ) from exc
+            if not discard_node_writes and lay.green_dir.is_dir() and _audit_says_forced_rollback(lay):
+                raise UnsavedDataError(
+                    f"{exc.message}; and audit.log says the last swap was a forced rollback, so {lay.green_dir} may "
+                    "hold what the node wrote after promote, which exists nowhere else: abort will not delete it",
+                    f"copy {lay.green_dir} away first if you need it; to delete it anyway: `upgrade abort --yes` "
+                    "(CLI) / discard_node_writes=True",
+                ) from exc
             removed = _finish_abort(lay)
             return AbortResult(**base, phase=Phase.NONE, removed=removed,
                                recovered=[f"unreadable state file dropped: {exc.message}"],
@@ -945,6 +1039,15 @@ def abort(data_dir: Path | None = None, staging_dir: Path | None = None) -> Abor
             raise PreflightError("the upgrade is promoted: the data dir holds the upgraded data and the old data "
                                  f"is in {lay.previous_dir}; abort would lose the way back",
                                  "upgrade rollback first (then abort), or keep the upgrade")
+        if state is not None and state.green_unique_changes is not None and not discard_node_writes:
+            ch = state.green_unique_changes
+            raise UnsavedDataError(
+                f"{lay.green_dir} holds what the node wrote to the upgraded data after promote, set aside there by "
+                "`upgrade rollback --force`; that data exists nowhere else and abort would delete it:\n"
+                + ch.describe(),
+                f"keep it: `upgrade promote` makes it live again (after `upgrade verify`), or copy {lay.green_dir} "
+                "away first; to delete it anyway: `upgrade abort --yes` (CLI) / discard_node_writes=True",
+            )
         if state is not None:
             store.transition(state, Phase.ABORTED, "abort: removing green and the staging area")
         removed = _finish_abort(lay)

@@ -16,7 +16,6 @@ from pydantic import BaseModel, Field
 from bluegreen.durable import fsync_dir, fsync_file
 from bluegreen.engine.rocks_options import open_read_only
 from bluegreen.lifecycle import fingerprint as fpmod
-from bluegreen.lifecycle.snapshot import copy_tree_files, open_readonly_quiet
 
 FIRST_ITEMS = 20
 
@@ -49,6 +48,8 @@ class GreenChanges(BaseModel):
 
 def row_counts(db_path: Path) -> dict[str, int]:
     """COUNT(*) of every table (read-only, no side files)."""
+    from bluegreen.lifecycle.snapshot import open_readonly_quiet  # lazy: snapshot imports state, state this
+
     conn = open_readonly_quiet(db_path)
     try:
         tables = [r[0] for r in conn.execute(
@@ -65,6 +66,8 @@ def show_key(key: bytes) -> str:
 
 def iter_kv_keys(kv_dir: Path, scratch: Path) -> Iterator[bytes]:
     """Every key of the RocksDB at `kv_dir`, sorted, read from a scratch copy (removed afterwards)."""
+    from bluegreen.lifecycle.snapshot import copy_tree_files  # lazy: snapshot imports state, state this
+
     if not (kv_dir / "CURRENT").exists():
         return
     if scratch.exists():

@@ -154,8 +154,61 @@ def mount_of(path: Path) -> str | None:
     return best
 
 
-def resolve(data_dir: Path | None, staging_dir: Path | None, *, require_db: bool = True) -> Layout:
-    """Check and resolve the data dir and staging area (read-only; creates nothing)."""
+STAGING_SUFFIX = ".bluegreen"
+
+
+def _is_our_state_file(path: Path) -> Path | None:
+    """The data dir named by `path` when it is a bluegreen state.json (None when absent or someone else's)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(doc, dict) and {"format", "phase", "data_dir", "staging_dir"} <= doc.keys():
+        return Path(str(doc["data_dir"]))
+    return None
+
+
+def enclosing_staging_area(data_dir: Path) -> tuple[Path, Path | None] | None:
+    """(staging area, the real data dir it belongs to, when known) if `data_dir` is inside a staging area.
+
+    A staging area is any ancestor (or the dir itself) holding our state.json, or any ancestor named
+    `<x>.bluegreen`. Running the tool there (e.g. `--data-dir .` from a shell left in blue-previous/) would
+    stage a copy of the old data, or a copy of green, and create a nested staging area in ours."""
+    for anc in (data_dir, *data_dir.parents):
+        real = _is_our_state_file(anc / "state.json")
+        if real is not None:
+            return anc, real
+        if anc != data_dir and anc.name.endswith(STAGING_SUFFIX):
+            real = _is_our_state_file(anc / "state.json")
+            name = anc.name[: -len(STAGING_SUFFIX)]
+            return anc, real if real is not None else (anc.with_name(name) if name else None)
+    return None
+
+
+def refuse_inside_staging(data_dir: Path) -> None:
+    """BadInputError when `data_dir` is inside a bluegreen staging area (see enclosing_staging_area)."""
+    found = enclosing_staging_area(data_dir)
+    if found is None:
+        return
+    area, real = found
+    inner = os.path.relpath(data_dir, area)
+    what = {"blue-previous": " (the old data set aside by promote, kept for rollback)",
+            "green": " (the staged copy)"}.get(inner.split("/")[0], "")
+    raise BadInputError(
+        f"the data dir {data_dir} is inside the bluegreen staging area {area}{what}"
+        + (f", which belongs to the node data dir {real}" if real else "")
+        + "; running upgrade commands on it would change what the staging area keeps",
+        (f"pass the real data dir: --data-dir {real}" if real else "pass the node's real data dir with --data-dir")
+        + " (and `cd` out of the staging area)",
+    )
+
+
+def resolve(data_dir: Path | None, staging_dir: Path | None, *, require_db: bool = True,
+            allow_inside_staging: bool = False) -> Layout:
+    """Check and resolve the data dir and staging area (read-only; creates nothing).
+
+    A data dir inside a staging area is refused unless `allow_inside_staging` (status, abort: they only
+    report or remove what that path's own staging area holds)."""
     if data_dir is None:
         data_dir = default_data_dir()
     check_data_dir_arg(data_dir)
@@ -168,6 +221,8 @@ def resolve(data_dir: Path | None, staging_dir: Path | None, *, require_db: bool
     if not data_dir.is_dir():
         raise BadInputError(f"data dir {data_dir} does not exist or is not a directory",
                             "pass the node's data dir with --data-dir")
+    if not allow_inside_staging:
+        refuse_inside_staging(data_dir)
     mount = os.path.ismount(data_dir)
     if staging_dir is None:
         staging_dir = recall(data_dir)  # remembered by `stage --staging-dir`, if it was given one

@@ -92,6 +92,10 @@ class StatusResult(CommandResult):
     blue_drift: list[str] = Field(default_factory=list)
     # The staging area does not match the state (green/ or its files removed by hand), with the way out.
     problems: list[str] = Field(default_factory=list)
+    # After promote: how blue-previous/ differs from what promote set aside (rollback refuses while non-empty).
+    blue_previous_problems: list[str] = Field(default_factory=list)
+    # The node's writes a forced rollback set aside in green/ (abort refuses to delete them unless told to).
+    green_unique_changes: GreenChanges | None = None
     node: NodeUsage | None = None
     last_error: str | None = None
     migration_report: dict[str, Any] | None = None  # the engine's report: every failing unit and its reason

@@ -19,6 +19,8 @@ from bluegreen.durable import append_line_durably, atomic_write_json
 from bluegreen.errors import BadInputError, PreflightError
 from bluegreen.lifecycle import logfile
 from bluegreen.lifecycle.fingerprint import Fingerprint
+from bluegreen.lifecycle.greendiff import GreenChanges
+from bluegreen.lifecycle.setaside import SetAsideRecord
 from bluegreen.version import tool_version
 
 STATE_FORMAT = 1
@@ -139,6 +141,11 @@ class StagingState(BaseModel):
     green_fingerprint_promoted: Fingerprint | None = None
     green_row_counts_promoted: dict[str, int] = Field(default_factory=dict)
     green_kv_keys_promoted: int | None = None
+    # What promote set aside as blue-previous/ (rollback refuses when blue-previous/ no longer matches it).
+    blue_previous_record: SetAsideRecord | None = None
+    # What the node wrote to green after promote and a forced rollback set aside in green/: data that
+    # exists nowhere else, so abort refuses to delete it unless told to. Cleared when green goes live again.
+    green_unique_changes: GreenChanges | None = None
     progress: Progress | None = None
     migration_report: dict[str, Any] | None = None
     last_verify: VerifyRecord | None = None
