@@ -57,10 +57,10 @@ def _describe(step: Step) -> str:
     """A short description of a schema step: what its statements create/change (history is provenance)."""
     parts: list[str] = []
     for item in step.items:
-        if item.kind == "data_operation":
+        if item.kind in ("data_operation", "kv_operation"):
             parts.append(item.description)
             continue
-        statements = item.statements if item.kind == "atomic" else (item,)
+        statements = item.statements if item.kind in ("atomic", "group") else (item,)
         for st in statements:
             words = st.sql.split()
             head = " ".join(words[:6]).rstrip("(")
@@ -77,6 +77,9 @@ def planned_steps(from_version: int, target_version: int) -> list[PlannedStep]:
     if from_version < 31 <= target_version:
         out.append(PlannedStep(version=31, description="move every unit's JSON and every data feed from SQLite into "
                                "RocksDB (joints, df/dfv keys), then user_version=31"))
+    # Steps 32.. (SQL and KV parts) run after the KV fill, up to the target.
+    out += [PlannedStep(version=s.version, description=_describe(s))
+            for s in steps_between(max(from_version, 31), target_version)]
     return out
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from bluegreen.errors import PreflightError
 from bluegreen.nodecompat.ocore import OcoreInfo
 from bluegreen.nodecompat.probe import find_node_app
+from bluegreen.schema.reference import available_references
 from bluegreen.schema.steps import SUPPORTED_TARGETS, max_known_version
 
 
@@ -35,6 +36,11 @@ class TargetChoice(BaseModel):
             raise PreflightError(self.refusal, self.hint)
 
 
+def _released() -> set[int]:
+    """Targets ocore has released (those with a reference schema in schemas/reference)."""
+    return {v for v, _light in available_references()}
+
+
 def _supported() -> str:
     return f"{min(SUPPORTED_TARGETS)}..{max(SUPPORTED_TARGETS)}"
 
@@ -49,6 +55,12 @@ def choose_target(data_dir: Path, explicit: int | None) -> TargetChoice:
             choice.refusal = (f"target version {explicit} is not supported: bluegreen knows ocore's schema steps "
                               f"up to {max_known_version()} (supported targets {_supported()})")
             choice.hint = f"give --to N with N in {_supported()}, or omit --to (the node's own version)"
+        elif explicit not in _released():
+            # ocore's VERSION went 32 -> 34 and 36 -> 38: no node ever expects these, and verify has no
+            # reference schema for them, so green could never pass it.
+            choice.refusal = (f"no ocore release declares schema version {explicit} (its VERSION skipped it), so "
+                              "no node expects it and verify has no reference schema for it")
+            choice.hint = f"give --to {explicit - 1} or --to {explicit + 1}, or omit --to (the node's own version)"
         elif ocore is not None and ocore.schema_version is not None and ocore.schema_version < explicit:
             choice.note = (f"the node's {ocore.describe()} refuses a database at version {explicit} (it only reads "
                            f"up to {ocore.schema_version}): update the node program before promote; verify fails "
