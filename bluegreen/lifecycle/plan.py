@@ -64,7 +64,7 @@ def _describe(step: Step) -> str:
         for st in statements:
             words = st.sql.split()
             head = " ".join(words[:6]).rstrip("(")
-            if not head.upper().startswith("PRAGMA USER_VERSION"):
+            if not head.upper().startswith("PRAGMA USER_VERSION") and head not in parts:  # full/light variants
                 parts.append(head)
     text = "; ".join(parts) or "sets user_version"
     return text if len(text) <= 110 else text[:107] + "..."

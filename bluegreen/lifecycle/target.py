@@ -68,9 +68,9 @@ def choose_target(data_dir: Path, explicit: int | None) -> TargetChoice:
         return choice
     if ocore is None:
         where = f"node program {app.app_dir} has no node_modules/ocore" if app is not None else (
-            f"no node program named {data_dir.name!r} was found (its package.json names the data dir)")
+            f"no node program named {data_dir.name!r} was found (a dir whose package.json has that name)")
         top = max_known_version()
-        return TargetChoice(version=top, origin=f"highest known version ({where})",
+        return TargetChoice(version=top, origin=f"highest known version; {where}",
                             note=f"target version {top}, the highest bluegreen knows, because {where}; "
                                  f"the node must run an ocore whose sqlite_migrations.js VERSION is at least "
                                  f"{top}, or give --to N", )
