@@ -239,6 +239,12 @@ def migrate_copy(db_path: Path, kv_dir: Path, journal_path: Path, options: Migra
 STORAGE_SIZE_STEP = 34  # ocore's step 34 fills aa_addresses.storage_size from the `st` keys
 
 
+def _set_storage_sizes(conn: apsw.Connection, sizes: dict[str, int] | None) -> None:
+    """Step 34's SQL effect from the sizes recorded in the journal (before step 39 changed the values)."""
+    for address, size in (sizes or {}).items():
+        conn.execute("UPDATE aa_addresses SET storage_size=? WHERE address=?", (size, address))
+
+
 def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path, options: MigrationOptions,
          light: bool, report: MigrationReport, started: float, progress: Progress | None) -> MigrationReport:
     build_dir = build_dir_for(kv_dir)
@@ -294,6 +300,8 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
                         save()
                     later = apply_schema_steps(conn, KV_FILL_STEP, light=light, target=options.target_version,
                                                network=network.name, kv=kv)
+                    # Same values on a first run; after a kill past step 39's KV writes, the recorded ones.
+                    _set_storage_sizes(conn, journal.storage_sizes)
                     report.kv_era_steps = later.model_dump(mode="json")
             finally:
                 kv.close()
@@ -305,8 +313,7 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
             # steps 32..N rolled back, their KV parts are durable in the build. Re-apply the SQL parts only.
             later = apply_schema_steps(conn, KV_FILL_STEP, light=light, target=options.target_version,
                                        network=network.name, kv=None)
-            for address, size in (journal.storage_sizes or {}).items():
-                conn.execute("UPDATE aa_addresses SET storage_size=? WHERE address=?", (size, address))
+            _set_storage_sizes(conn, journal.storage_sizes)
             report.kv_era_steps = later.model_dump(mode="json")
         report.orphan_data_feed_rows = _count_orphan_feeds(conn)
         _fill_report(report, journal)
