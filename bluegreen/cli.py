@@ -57,7 +57,8 @@ app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     help=(
-        "Blue/green upgrade of an Obyte (ocore) node database to schema version 31.\n\n"
+        "Blue/green upgrade of an Obyte (ocore) node database to the schema version its ocore expects"
+        " (31..50; `--to N` to choose).\n\n"
         "The node's data dir (blue) is only ever READ, except by the final swap in `promote` (and `rollback`),"
         " which renames directories. Everything else is written in the staging area, a sibling dir"
         " `<data-dir>.bluegreen/` on the same filesystem: state.json, audit.log, lock, green/ (the migrated"
@@ -73,6 +74,10 @@ DataDir = typer.Option(None, "--data-dir", help="The node's data dir (default: t
 StagingDir = typer.Option(None, "--staging-dir", help="Staging area (default: <data-dir>.bluegreen, same "
                           "filesystem as the data dir).", file_okay=False)
 JsonOut = typer.Option(False, "--json", help="Print one JSON document (schemas/*.schema.json) instead of text.")
+To = typer.Option(None, "--to", metavar="N", help="Schema version to reach, 31..50 (default: the VERSION in "
+                  "the node program's node_modules/ocore/sqlite_migrations.js; 50 when no node program is found).")
+# The old name, kept working for scripts; hidden from --help.
+TargetVersion = typer.Option(None, "--target-version", hidden=True)
 Yes = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation (for scripts). On a terminal the "
                    "command asks first.")
 
@@ -99,7 +104,7 @@ def _global(version: bool = typer.Option(False, "--version", help="Print the too
                                          "(<staging>/bluegreen.log) to stderr."),
             quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and the "
                                        "final line (no progress, no details).")) -> None:
-    """Blue/green upgrade of an Obyte (ocore) node database to schema version 31."""
+    """Blue/green upgrade of an Obyte (ocore) node database to the schema version its ocore expects."""
     OPTIONS["quiet"] = quiet and not verbose
     logfile.setup(verbose=verbose)
 
@@ -160,6 +165,11 @@ def _print_status(s: StatusResult) -> None:
     if s.staged:
         typer.echo(f"versions:    source {s.source_version} -> target {s.target_version}"
                    + (f", green now {s.green_version}" if s.green_version is not None else ""))
+        if s.target_origin:
+            typer.echo(f"target from: {s.target_origin}")
+    typer.echo(f"tool:        bluegreen {s.tool_version}"
+               + (f" (state saved by {s.state_tool_version})" if s.state_tool_version
+                  and s.state_tool_version != s.tool_version else ""))
     for name, size in s.sizes.items():
         typer.echo(f"size:        {name} {size / (1 << 20):.1f} MiB")
     if s.progress:
@@ -279,6 +289,14 @@ def _run_inner(name: str, as_json: bool, fn: Any, **kwargs: Any) -> None:
     raise typer.Exit(result.exit_code)
 
 
+def _target(to: Optional[int], target_version: Optional[int]) -> Optional[int]:
+    """`--to`, or its hidden old name `--target-version`; both with different values is a usage error."""
+    if to is not None and target_version is not None and to != target_version:
+        raise typer.BadParameter(f"--to {to} and --target-version {target_version} disagree; give only --to",
+                                 param_hint="--to")
+    return to if to is not None else target_version
+
+
 def _stage_remembering(**kw: Any) -> CommandResult:
     """command.stage, then (also when interrupted) the pointer to a staging area given with --staging-dir."""
     try:
@@ -313,14 +331,18 @@ def _abort_forgetting(yes: bool = False, json_out: bool = False, **kw: Any) -> C
 def stage(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = StagingDir, as_json: bool = JsonOut,
           genesis_unit: Optional[str] = typer.Option(None, "--genesis-unit",
                                                      help="Devnet: the genesis unit (default: from the data)."),
-          target_version: int = typer.Option(31, "--target-version", help="Schema version to reach (31)."),
+          to: Optional[int] = To, target_version: Optional[int] = TargetVersion,
           dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; show what stage would do "
                                        "(the same as `upgrade plan`).")) -> None:
-    """Copy the data dir into the staging area and migrate the COPY to version 31.
+    """Copy the data dir into the staging area and migrate the COPY to the target version.
+
+    The target is --to N, else the schema VERSION of the ocore in the node program found for the data dir
+    (a program dir whose package.json name is the data dir's name), else 50 (with a warning).
 
     Reads the data dir (SQLite through its backup API, rocksdb/ and other files copied, .sst hard-linked);
     writes only in the staging area. Refuses when the node is running with a KV store, when space is short,
     or when the source fails PRAGMA quick_check. Re-run after a crash or Ctrl-C: it resumes."""
+    target_version = _target(to, target_version)
     if dry_run:
         _run("plan", as_json, planmod.plan, data_dir=data_dir, staging_dir=staging_dir, target_version=target_version)
     _run("stage", as_json, _stage_remembering, data_dir=data_dir, staging_dir=staging_dir, target_version=target_version,
@@ -329,13 +351,15 @@ def stage(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = Stag
 
 @app.command(cls=_Command)
 def plan(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = StagingDir, as_json: bool = JsonOut,
-         target_version: int = typer.Option(31, "--target-version", help="Schema version to reach (31).")) -> None:
+         to: Optional[int] = To, target_version: Optional[int] = TargetVersion) -> None:
     """Show what `stage` would do, writing NOTHING (not even the staging dir).
 
-    Prints the source version (read from the SQLite header), the target, each schema step that would run,
+    Prints the source version (read from the SQLite header), the target and where it came from (--to, the
+    node's ocore, or the highest known), each schema step that would run,
     the unit count, the space stage needs vs the free space (and how that was computed), whether the node is
     running, the node's node_modules and ocore version found, and a time estimate from the unit count."""
-    _run("plan", as_json, planmod.plan, data_dir=data_dir, staging_dir=staging_dir, target_version=target_version)
+    _run("plan", as_json, planmod.plan, data_dir=data_dir, staging_dir=staging_dir,
+         target_version=_target(to, target_version))
 
 
 @app.command(cls=_Command)

@@ -32,8 +32,8 @@ def test_database_above_the_target_is_refused_untouched(tmp_path: Path) -> None:
     node = fresh_node(tmp_path)
     sql(node / "byteball.sqlite", "PRAGMA user_version=32")
     blue = manifest(node)
-    rc, err = cli_json("stage", "--data-dir", str(node))
-    assert rc == PreflightError.exit_code and "already at version 32" in err["message"], err
+    rc, err = cli_json("stage", "--data-dir", str(node), "--to", "31")
+    assert rc == PreflightError.exit_code and "at version 32, above the target 31" in err["message"], err
     assert manifest(node) == blue and not (tmp_path / "node.bluegreen").exists()
 
 

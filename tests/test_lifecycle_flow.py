@@ -47,7 +47,7 @@ def test_full_flow_blue_untouched_until_swap(tmp_path: Path) -> None:
     assert command.promote(node).noop
 
     s = command.status(node)
-    assert s.phase == Phase.PROMOTED and s.data_dir_version == 31 and s.last_swap and s.last_swap.mechanism == "exchange"
+    assert s.phase == Phase.PROMOTED and s.data_dir_version == 50 and s.last_swap and s.last_swap.mechanism == "exchange"
     assert "rollback" in s.next_step
 
     r = command.rollback(node)
@@ -82,7 +82,7 @@ def test_abort_after_promote_refuses_and_points_to_rollback(tmp_path: Path) -> N
 
 def test_stage_refuses_a_database_already_at_target(tmp_path: Path, devnet_v31: Path) -> None:
     with pytest.raises(PreflightError, match="already at version 31"):
-        command.stage(devnet_v31)
+        command.stage(devnet_v31, target_version=31)
     assert not (devnet_v31.parent / "devnet-v31.bluegreen").exists()  # nothing written
 
 

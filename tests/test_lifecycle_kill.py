@@ -25,6 +25,7 @@ FALLBACK = {"BLUEGREEN_SWAP_MECHANISM": "fallback"}
     "stage.before_migration",
     "engine.after_sql_steps",
     "engine.mid_units_chunk",
+    "engine.before_kv_install",
     "engine.before_commit",
     "stage.after_migration",
 ])

@@ -65,8 +65,8 @@ def test_plan_writes_nothing_while_the_node_holds_its_files(tmp_path: Path) -> N
 def test_plan_shows_versions_steps_units_space_and_time(tmp_path: Path) -> None:
     node = tmp_path / "node"
     gen = generate_node_dir(node, units=150, version=27, seed=4, network="devnet")
-    result = planmod.plan(node)
-    assert result.source_version == 27 and result.target_version == 31
+    result = planmod.plan(node, target_version=31)
+    assert result.source_version == 27 and result.target_version == 31 and result.target_origin == "--to"
     assert [s.version for s in result.steps] == [28, 29, 30, 31]
     assert all(s.description for s in result.steps)
     assert result.units == 150 and gen.user_version == 27
@@ -82,8 +82,19 @@ def test_plan_shows_versions_steps_units_space_and_time(tmp_path: Path) -> None:
         assert needle in text, needle
 
 
+def test_plan_without_a_node_program_goes_to_50_and_lists_every_step_with_a_note(tmp_path: Path) -> None:
+    node = tmp_path / "node"
+    generate_node_dir(node, units=50, version=29, seed=4, network="devnet")
+    result = planmod.plan(node)
+    assert (result.source_version, result.target_version) == (29, 50)
+    assert [s.version for s in result.steps] == list(range(30, 51))
+    assert "highest known" in result.target_origin
+    assert any("the highest bluegreen knows" in w for w in result.warnings), result.warnings
+    assert "target from: highest known" in planmod.describe(result)
+
+
 def test_plan_of_an_upgraded_node_says_nothing_to_do(devnet_v31: Path) -> None:
-    result = planmod.plan(devnet_v31)
+    result = planmod.plan(devnet_v31, target_version=31)
     assert result.source_version == 31 and result.steps == []
     assert "nothing to do" in result.message
 
@@ -104,7 +115,7 @@ def test_plan_json_carries_every_field_its_schema_requires(tmp_path: Path) -> No
     schema = json.loads((REPO / "schemas" / "plan-result.schema.json").read_text())
     assert set(schema["required"]) <= set(doc)
     assert set(doc) <= set(schema["properties"])
-    assert doc["command"] == "plan" and doc["steps"][-1]["version"] == 31
+    assert doc["command"] == "plan" and doc["steps"][-1]["version"] == 50 and doc["target_version"] == 50
 
 
 def test_space_estimate_is_within_25_percent_of_what_stage_really_uses(tmp_path: Path) -> None:

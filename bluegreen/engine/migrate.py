@@ -42,6 +42,7 @@ from bluegreen.formats.feeds import data_feed_entries
 from bluegreen.formats.jsvalues import js_stringify
 from bluegreen.formats.networks import MAINNET, Network, detect_network, with_genesis
 from bluegreen.killpoints import killpoint
+from bluegreen.schema.kvsteps import storage_sizes
 from bluegreen.schema.runner import apply_schema_steps
 from bluegreen.schema.steps import KV_FILL_STEP, SUPPORTED_TARGETS
 
@@ -106,6 +107,9 @@ class MigrationJournal(BaseModel):
     stale_kv_keys_dropped: int = 0
     failures_total: int = 0
     failures: list[UnitFailure] = Field(default_factory=list)
+    # Step 34's aa_addresses.storage_size per AA, read from the built KV before step 39 retypes its values:
+    # once the KV is built, a resumed run re-applies the (rolled back) SQL of steps 32..N from here.
+    storage_sizes: dict[str, int] | None = None
     started_at: datetime
     updated_at: datetime
 
@@ -236,6 +240,15 @@ def migrate_copy(db_path: Path, kv_dir: Path, journal_path: Path, options: Migra
         conn.close()
 
 
+STORAGE_SIZE_STEP = 34  # ocore's step 34 fills aa_addresses.storage_size from the `st` keys
+
+
+def _set_storage_sizes(conn: apsw.Connection, sizes: dict[str, int] | None) -> None:
+    """Step 34's SQL effect from the sizes recorded in the journal (before step 39 changed the values)."""
+    for address, size in (sizes or {}).items():
+        conn.execute("UPDATE aa_addresses SET storage_size=? WHERE address=?", (size, address))
+
+
 def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path, options: MigrationOptions,
          light: bool, report: MigrationReport, started: float, progress: Progress | None) -> MigrationReport:
     build_dir = build_dir_for(kv_dir)
@@ -287,14 +300,26 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
                     save()
                 _fill_feeds(conn, kv, options, journal, save, progress)
                 if options.target_version > KV_FILL_STEP:
+                    if options.target_version >= STORAGE_SIZE_STEP and journal.storage_sizes is None:
+                        journal.storage_sizes = storage_sizes(kv)
+                        save()
                     later = apply_schema_steps(conn, KV_FILL_STEP, light=light, target=options.target_version,
                                                network=network.name, kv=kv)
+                    # Same values on a first run; after a kill past step 39's KV writes, the recorded ones.
+                    _set_storage_sizes(conn, journal.storage_sizes)
                     report.kv_era_steps = later.model_dump(mode="json")
             finally:
                 kv.close()
             fsync_dir(build_dir)
             journal.phase = JournalPhase.KV_DONE
             save()
+        elif options.target_version > KV_FILL_STEP:
+            # Resumed after the KV was built (killed before the commit): the SQLite transaction that held
+            # steps 32..N rolled back, their KV parts are durable in the build. Re-apply the SQL parts only.
+            later = apply_schema_steps(conn, KV_FILL_STEP, light=light, target=options.target_version,
+                                       network=network.name, kv=None)
+            _set_storage_sizes(conn, journal.storage_sizes)
+            report.kv_era_steps = later.model_dump(mode="json")
         report.orphan_data_feed_rows = _count_orphan_feeds(conn)
         _fill_report(report, journal)
         if journal.failures_total:

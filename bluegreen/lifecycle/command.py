@@ -58,6 +58,8 @@ from bluegreen.lifecycle.state import (
     VerifyRecord,
     utcnow,
 )
+from bluegreen.lifecycle.target import TargetChoice, choose_target
+from bluegreen.nodecompat.ocore import OcoreInfo
 from bluegreen.lifecycle.verify_models import VerifyCheck, VerifyReport
 
 ProgressFn = Callable[[str, int, int], None]
@@ -65,6 +67,7 @@ PROGRESS_SAVE_SECONDS = 5.0
 KV_KEYS_FILE = "green-kv-keys-at-promote.txt"
 CHECK_BLUE_UNCHANGED = "blue_unchanged_since_stage"
 CHECK_NODE_COMPAT = "node_library_reads_green"
+CHECK_NODE_OCORE = "node_ocore_accepts_target"
 CHECK_OWNERSHIP = "green_ownership_is_blues"
 
 # Phases in which green sits in the staging area, fully migrated.
@@ -93,9 +96,9 @@ def _locked(lay: Layout, create: bool) -> Iterator[StateStore]:
         yield StateStore(lay.staging_dir)
 
 
-def _new_state(lay: Layout, target_version: int, genesis_unit: str | None) -> StagingState:
+def _new_state(lay: Layout, choice: TargetChoice, genesis_unit: str | None) -> StagingState:
     return StagingState(data_dir=lay.data_dir, staging_dir=lay.staging_dir, db_name=lay.db_name, light=lay.light,
-                        target_version=target_version, genesis_unit=genesis_unit)
+                        target_version=choice.version, target_origin=choice.origin, genesis_unit=genesis_unit)
 
 
 def _version(dir_: Path, db_name: str) -> int | None:
@@ -119,6 +122,13 @@ def _rmtree(path: Path) -> bool:
         shutil.rmtree(path)
         return True
     return False
+
+
+def _versions(state: StagingState | None) -> dict[str, int | None]:
+    """source_version / target_version of the staged upgrade, for a result."""
+    if state is None:
+        return {}
+    return {"source_version": state.source_version, "target_version": state.target_version}
 
 
 def _blue_drift(lay: Layout, state: StagingState) -> list[str]:
@@ -297,17 +307,26 @@ def _progress_saver(store: StateStore, state: StagingState, user: ProgressFn | N
 # ---------------------------------------------------------------- stage
 
 
-def _preflight_stage(lay: Layout, target_version: int) -> tuple[int, list[str]]:
+def _preflight_stage(lay: Layout, choice: TargetChoice) -> tuple[int, list[str]]:
     """Read-only checks before anything is written. Returns (blue version, warnings)."""
-    warnings: list[str] = []
-    if target_version not in SUPPORTED_TARGETS:
+    choice.raise_if_refused()
+    target_version = choice.version
+    warnings: list[str] = [choice.note] if choice.note else []
+    if target_version not in SUPPORTED_TARGETS:  # choose_target refuses these already; belt and braces
         raise PreflightError(f"target version {target_version} is not supported "
-                             f"(supported: {', '.join(map(str, sorted(SUPPORTED_TARGETS)))})",
-                             "give a supported --target-version, or omit it")
+                             f"(supported: {min(SUPPORTED_TARGETS)}..{max(SUPPORTED_TARGETS)})",
+                             "give a supported --to N, or omit it")
     version = _version(lay.data_dir, lay.db_name)
     if version is None:
         raise SourceDataError(f"{lay.data_dir / lay.db_name} is not a SQLite database", "check the data dir")
-    if version >= target_version:
+    if version > target_version:
+        raise PreflightError(
+            f"{lay.data_dir / lay.db_name} is at version {version}, above the target {target_version} "
+            f"({choice.origin}): a database cannot be downgraded",
+            f"give --to N with N > {version} (at most {max(SUPPORTED_TARGETS)}), or no action is needed"
+            if version < max(SUPPORTED_TARGETS) else "no action needed",
+        )
+    if version == target_version:
         raise PreflightError(
             f"{lay.data_dir / lay.db_name} is already at version {version} (target {target_version}); "
             "nothing to upgrade",
@@ -325,14 +344,20 @@ def _preflight_stage(lay: Layout, target_version: int) -> tuple[int, list[str]]:
     return version, warnings
 
 
-def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, target_version: int = 31,
+def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, target_version: int | None = None,
           genesis_unit: str | None = None, progress: ProgressFn | None = None) -> StageResult:
-    """Snapshot blue into the staging area and migrate the copy (resuming an interrupted run)."""
+    """Snapshot blue into the staging area and migrate the copy (resuming an interrupted run).
+
+    target_version: the schema version to reach (`--to`); None: the node's own (the VERSION of the ocore in
+    the node program found for the data dir), else the highest known, with a warning. A fresh snapshot
+    chooses the target again; resuming keeps the one in state.json (a different explicit one is refused)."""
     lay = layoutmod.resolve(data_dir, staging_dir)
     existing = StateStore(lay.staging_dir).load() if lay.staging_dir.exists() else None
+    choice: TargetChoice | None = None
     if existing is None:
         # Read-only preflight before creating anything at all.
-        _preflight_stage(lay, target_version)
+        choice = choose_target(lay.data_dir, target_version)
+        _preflight_stage(lay, choice)
         snapshot.check_space(lay)
     with _locked(lay, create=True) as store:
         state, notes = _recover(lay, store, store.load())
@@ -349,8 +374,10 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
         if state is not None and state.phase in GREEN_STAGED and not broken:
             drift = _blue_drift(lay, state)
             if not drift:
+                _refuse_other_target(state, target_version)
                 return result(noop=True, phase=state.phase, source_version=state.source_version,
-                              target_version=state.target_version, migration=state.migration_report,
+                              target_version=state.target_version, target_origin=state.target_origin,
+                              migration=state.migration_report,
                               message=f"already staged (phase {state.phase.value}); nothing to do",
                               next_step=NEXT_STEP[state.phase])
             notes.append("blue changed since the last stage, so green is stale and is staged again:\n    "
@@ -360,8 +387,15 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
             # lock we hold): start afresh in a new run rather than here.
             raise PreflightError("an interrupted command was finished: " + "; ".join(notes),
                                  "run `upgrade stage` again")
+        resuming = state is not None and state.phase in (Phase.SNAPSHOTTED, Phase.MIGRATING) and not broken
+        if resuming:
+            _refuse_other_target(state, target_version)  # type: ignore[arg-type]
+        elif choice is None:  # a fresh snapshot in an existing staging area: choose the target now
+            choice = choose_target(lay.data_dir, target_version)
+            choice.raise_if_refused()
         if state is None:
-            state = _new_state(lay, target_version, genesis_unit)
+            assert choice is not None
+            state = _new_state(lay, choice, genesis_unit)
             store.save(state)
             store.audit("created", f"staging area for {lay.data_dir}")
         if state.green_unique_changes is not None and lay.green_dir.is_dir() \
@@ -377,8 +411,9 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
             state.genesis_unit = genesis_unit
         snap = None
         warnings: list[str] = []
-        if state.phase not in (Phase.SNAPSHOTTED, Phase.MIGRATING) or broken:
-            snap, warnings = _stage_snapshot(lay, store, state, target_version, progress)
+        if not resuming:
+            assert choice is not None
+            snap, warnings = _stage_snapshot(lay, store, state, choice, progress)
         try:
             report = _stage_migrate(lay, store, state, progress)
         except OSError as exc:  # e.g. the state file cannot be saved on a full disk
@@ -396,19 +431,30 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
             warnings.append("blue changed while staging (the node is running?); promote will refuse until "
                             "you stop the node and stage again:\n    " + "\n    ".join(after[:20]))
         return result(phase=state.phase, source_version=state.source_version, target_version=state.target_version,
-                      space=state.space, snapshot=snap, migration=report, warnings=warnings,
+                      target_origin=state.target_origin, space=state.space, snapshot=snap, migration=report, warnings=warnings,
                       message=f"staged: green at {lay.green_dir} migrated from version {state.source_version} "
                               f"to {state.target_version}"
                               + (f"; space: {snapshot.describe_space(state.space)}" if snap and state.space else ""),
                       next_step=NEXT_STEP[state.phase])
 
 
-def _stage_snapshot(lay: Layout, store: StateStore, state: StagingState, target_version: int,
+def _refuse_other_target(state: StagingState, target_version: int | None) -> None:
+    """An explicit target that differs from the staged one would be silently ignored: refuse instead."""
+    if target_version is not None and target_version != state.target_version:
+        raise PreflightError(
+            f"green is already staged for version {state.target_version} ({state.target_origin or 'recorded'}; "
+            f"phase {state.phase.value}), not {target_version}",
+            f"upgrade abort, then upgrade stage --to {target_version}; or re-run upgrade stage without --to",
+        )
+
+
+def _stage_snapshot(lay: Layout, store: StateStore, state: StagingState, choice: TargetChoice,
                     progress: ProgressFn | None = None) -> tuple[snapshot.SnapshotReport, list[str]]:
-    version, warnings = _preflight_stage(lay, target_version)
+    version, warnings = _preflight_stage(lay, choice)
     state.space = snapshot.check_space(lay)
     state.source_version = version
-    state.target_version = target_version
+    state.target_version = choice.version
+    state.target_origin = choice.origin
     state.blue_fingerprint = fpmod.take(lay.data_dir, lay.exclude)
     state.green_fingerprint_verified = state.green_fingerprint_promoted = None
     state.blue_previous_record = state.green_unique_changes = None
@@ -569,6 +615,34 @@ def _probe_node(node_modules: Path, lay: Layout, target_version: int) -> VerifyC
                               f"sqlite3 {res.sqlite3_version}")
 
 
+def _ocore_check(ocore: OcoreInfo, target_version: int) -> VerifyCheck:
+    """Does the node's ocore accept a database at the target? ocore refuses one above its VERSION."""
+    v = ocore.schema_version
+    problems = []
+    if v is None:
+        problems.append(f"cannot tell which schema version the node's ocore reads: {ocore.problem}")
+    elif v < target_version:
+        problems.append(f"the node's {ocore.describe()} refuses a database at version {target_version}: it reads "
+                        f"up to {v} (ocore: 'user version {target_version} > {v}: looks like you are using a new "
+                        "database with an old client'); update the node program, or abort and stage --to "
+                        f"{max(v, min(SUPPORTED_TARGETS))}")
+    detail = ocore.describe() + (f"; at start it migrates {target_version} -> {v} itself"
+                                 if v is not None and v > target_version else "")
+    return VerifyCheck(name=CHECK_NODE_OCORE, passed=not problems, checked=1, failed=len(problems),
+                       first_failures=problems, detail=detail)
+
+
+def _node_ocore(lay: Layout, given: Path | None) -> OcoreInfo | None:
+    """The ocore of the node verify probes with: beside --node-modules, else the node app found."""
+    from bluegreen.nodecompat import find_node_app, ocore_dir_for, read_ocore
+
+    if given is not None:
+        d = ocore_dir_for(given)
+        return read_ocore(d) if d is not None else None
+    app = find_node_app(lay.data_dir)
+    return app.ocore if app is not None else None
+
+
 def _node_modules_for_probe(lay: Layout, given: Path | None) -> tuple[Path | None, str | None]:
     """The node_modules to probe green with: the operator's choice, else the node app found next to the
     data dir (its package.json names the data dir). Returns (path or None, a note for the operator)."""
@@ -635,6 +709,7 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
             probed = any(c.name == CHECK_NODE_COMPAT and c.passed for c in report.checks)
             if probed or not require_node_probe:
                 return VerifyResult(command="verify", noop=True, passed=True, phase=state.phase, report=report,
+                                    source_version=state.source_version, target_version=state.target_version,
                                     report_path=lv.report_path, data_dir=lay.data_dir, staging_dir=lay.staging_dir,
                                     recovered=notes, next_step=NEXT_STEP[state.phase],
                                     message=f"already verified at {lv.finished_at:%Y-%m-%d %H:%M:%S} UTC and "
@@ -654,6 +729,7 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
             checked=len(state.blue_fingerprint.db_files) if state.blue_fingerprint else 0, failed=len(drift),
             first_failures=drift,
             detail="" if not drift else "blue changed since stage: run `upgrade stage` again (re-stage)"))
+        ocore = _node_ocore(lay, node_modules)
         if no_node_probe:
             node_modules, probe_note = None, PROBE_SKIPPED
         else:
@@ -664,9 +740,12 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
             checks.append(_probe_node(node_modules, lay, state.target_version))
         elif require_node_probe:
             checks.append(_no_probe_check(probe_note or "no node probe could run"))
+        if ocore is not None:  # the node's ocore found (with its libraries or alone): will it open green?
+            checks.append(_ocore_check(ocore, state.target_version))
         checks.append(ownership.verify_check(CHECK_OWNERSHIP, lay.green_dir, lay.data_dir, lay.exclude))
         report = report.model_copy(update={"checks": checks, "passed": all(c.passed for c in checks),
                                            "warnings": [*report.warnings, *warnings],
+                                           "source_version": state.source_version,
                                            "finished_at": datetime.now(timezone.utc)})
         lay.reports_dir.mkdir(exist_ok=True)
         path = lay.reports_dir / f"verify-{report.finished_at:%Y%m%dT%H%M%S%f}.json"
@@ -680,6 +759,7 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
         failed = ", ".join(c.name for c in report.failed_checks())
         return VerifyResult(
             command="verify", ok=report.passed, passed=report.passed, phase=state.phase, report=report,
+            source_version=state.source_version, target_version=state.target_version,
             report_path=path, data_dir=lay.data_dir, staging_dir=lay.staging_dir, recovered=notes,
             warnings=warnings, exit_code=0 if report.passed else VerificationFailed.exit_code,
             message=("verify passed" if report.passed else f"verify FAILED: {failed}") + f"; report {path}",
@@ -748,7 +828,7 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None) -> Pr
     with _locked(lay, create=False) as store:
         state, notes = _recover(lay, store, store.load())
         res = lambda **kw: PromoteResult(command="promote", data_dir=lay.data_dir,  # noqa: E731
-                                         staging_dir=lay.staging_dir, recovered=notes, **kw)
+                                         staging_dir=lay.staging_dir, recovered=notes, **_versions(state), **kw)
         if state is not None and state.phase == Phase.PROMOTED:
             return res(noop=True, phase=state.phase, mechanism=state.last_swap.mechanism if state.last_swap else None,
                        message="already promoted; nothing to do", next_step=NEXT_STEP[state.phase])
@@ -848,7 +928,7 @@ def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, f
     with _locked(lay, create=False) as store:
         state, notes = _recover(lay, store, store.load())
         res = lambda **kw: RollbackResult(command="rollback", data_dir=lay.data_dir,  # noqa: E731
-                                          staging_dir=lay.staging_dir, recovered=notes, **kw)
+                                          staging_dir=lay.staging_dir, recovered=notes, **_versions(state), **kw)
         if state is not None and state.phase == Phase.ROLLED_BACK:
             return res(noop=True, phase=state.phase, mechanism=state.last_swap.mechanism if state.last_swap else None,
                        message="already rolled back; nothing to do", next_step=NEXT_STEP[state.phase])
@@ -976,6 +1056,7 @@ def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> Sta
         nxt = "the last verify failed: read its report; then upgrade abort and upgrade stage"
     return StatusResult(**base, phase=state.phase, staged=True, locked_by_pid=locked_by, recovered=notes,
                         source_version=state.source_version, target_version=state.target_version,
+                        target_origin=state.target_origin, state_tool_version=state.tool_version,
                         data_dir_version=dver, green_version=green_ver, sizes=sizes, progress=state.progress,
                         timings=_timings(state), last_verify=state.last_verify, last_swap=state.last_swap,
                         blue_drift=drift, problems=problems, blue_previous_problems=prev_problems,
@@ -1051,7 +1132,7 @@ def abort(data_dir: Path | None = None, staging_dir: Path | None = None, *,
         if state is not None:
             store.transition(state, Phase.ABORTED, "abort: removing green and the staging area")
         removed = _finish_abort(lay)
-    return AbortResult(**base, phase=Phase.NONE, recovered=notes, removed=removed,
+    return AbortResult(**base, phase=Phase.NONE, recovered=notes, removed=removed, **_versions(state),
                        message=_abort_message(lay, removed),
                        next_step=NEXT_STEP[Phase.NONE])
 

@@ -31,13 +31,15 @@ class CommandResult(BaseModel):
     staging_dir: Path
     recovered: list[str] = Field(default_factory=list)  # what was finished/undone from an interrupted run
     warnings: list[str] = Field(default_factory=list)
+    # The staged upgrade's versions (from state.json) whenever one is known: every result says what it is about.
+    source_version: int | None = None
+    target_version: int | None = None
 
 
 class StageResult(CommandResult):
     """`upgrade stage`."""
 
-    source_version: int | None = None
-    target_version: int = 31
+    target_origin: str | None = None  # where the target came from: --to, the node's ocore, or the highest known
     space: SpaceEstimate | None = None
     snapshot: SnapshotReport | None = None
     migration: dict[str, Any] | None = None
@@ -80,8 +82,8 @@ class StatusResult(CommandResult):
 
     staged: bool = False
     locked_by_pid: int | None = None
-    source_version: int | None = None
-    target_version: int = 31
+    target_origin: str | None = None
+    state_tool_version: str | None = None  # the bluegreen that last saved state.json (tool_version: this one)
     data_dir_version: int | None = None
     green_version: int | None = None
     sizes: dict[str, int] = Field(default_factory=dict)

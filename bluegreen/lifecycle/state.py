@@ -132,6 +132,7 @@ class StagingState(BaseModel):
     light: bool = False
     source_version: int | None = None
     target_version: int = 31
+    target_origin: str | None = None  # why this target: "--to", the node's ocore VERSION, or the highest known
     genesis_unit: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

@@ -47,6 +47,7 @@ class VerifyReport(BaseModel):
     started_at: datetime
     finished_at: datetime
     target_version: int
+    source_version: int | None = None  # blue's version at stage (set by the lifecycle; None from verify_green)
     sample: int | None
     blue_dir: Path
     green_dir: Path
@@ -65,7 +66,8 @@ class VerifyReport(BaseModel):
         seconds = (self.finished_at - self.started_at).total_seconds()
         lines = [
             f"verify {verdict}: green {self.green_dir} against blue {self.blue_dir}",
-            f"  target version {self.target_version}, {mode}, {seconds:.1f}s",
+            f"  source version {self.source_version} -> target version {self.target_version}, {mode}, "
+            f"{seconds:.1f}s, bluegreen {self.tool_version}",
         ]
         for check in self.checks:
             lines.append("  " + check.line())

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from bluegreen.errors import BadInputError
+from bluegreen.nodecompat.ocore import OcoreInfo, ocore_dir_for, read_ocore
 
 PROBE_JS = Path(__file__).with_name("probe.js")
 
@@ -240,22 +241,42 @@ def _probe_env() -> dict[str, str]:
     return env
 
 
-def find_node_modules(data_dir: Path, extra_roots: Sequence[Path] = ()) -> Path | None:
-    """Find the node_modules the operator's node loads `level-rocksdb` from, for the node whose data dir this is.
+class NodeApp(BaseModel):
+    """The operator's node program found for a data dir: its dir, the node_modules holding level-rocksdb
+    (None when it has none), and the ocore it loads (None when it has none)."""
+
+    app_dir: Path
+    node_modules: Path | None = None
+    ocore: OcoreInfo | None = None
+
+
+def find_node_app(data_dir: Path, extra_roots: Sequence[Path] = ()) -> NodeApp | None:
+    """Find the node program whose data dir this is, with its node_modules and its ocore.
 
     ocore names its data dir after the topmost package.json of the node program
     (`$HOME/.config/<name>`), so we look for a program dir whose package.json has that name, in:
     `extra_roots`, the data dir owner's home (`<home>/<name>`, then every dir up to two levels below
     home, hidden dirs skipped), then /opt, /srv and the global npm dirs. In a program dir the library is
     looked up where ocore's `require` finds it: `node_modules/ocore/node_modules`, then `node_modules`.
-    Returns the node_modules dir holding `level-rocksdb`, or None."""
+    The first program dir with level-rocksdb wins; failing that, the first with an ocore."""
     app_name = data_dir.name
     home = data_dir.parent.parent if data_dir.parent.name == ".config" else Path.home()
+    ocore_only: NodeApp | None = None
     for app_dir in _candidate_app_dirs(app_name, home, extra_roots):
-        found = _node_modules_of(app_dir, app_name)
-        if found is not None:
-            return found
-    return None
+        app = _node_app_of(app_dir, app_name)
+        if app is None:
+            continue
+        if app.node_modules is not None:
+            return app
+        if ocore_only is None and app.ocore is not None:
+            ocore_only = app
+    return ocore_only
+
+
+def find_node_modules(data_dir: Path, extra_roots: Sequence[Path] = ()) -> Path | None:
+    """The node_modules the operator's node loads `level-rocksdb` from (see `find_node_app`), or None."""
+    app = find_node_app(data_dir, extra_roots)
+    return app.node_modules if app is not None else None
 
 
 def _candidate_app_dirs(app_name: str, home: Path, extra_roots: Sequence[Path]) -> Iterable[Path]:
@@ -281,14 +302,15 @@ def _subdirs(root: Path, depth: int) -> Iterable[Path]:
             yield from _subdirs(child, depth - 1)
 
 
-def _node_modules_of(app_dir: Path, app_name: str) -> Path | None:
+def _node_app_of(app_dir: Path, app_name: str) -> NodeApp | None:
     try:
         name = json.loads((app_dir / "package.json").read_text(encoding="utf-8")).get("name")
     except (OSError, ValueError, AttributeError):
         return None
     if name != app_name:
         return None
-    for nm in (app_dir / "node_modules" / "ocore" / "node_modules", app_dir / "node_modules"):
-        if (nm / "level-rocksdb" / "package.json").is_file():
-            return nm
-    return None
+    nm = next((nm for nm in (app_dir / "node_modules" / "ocore" / "node_modules", app_dir / "node_modules")
+               if (nm / "level-rocksdb" / "package.json").is_file()), None)
+    ocore_dir = ocore_dir_for(app_dir / "node_modules")
+    app = NodeApp(app_dir=app_dir, node_modules=nm, ocore=read_ocore(ocore_dir) if ocore_dir else None)
+    return app if (nm is not None or app.ocore is not None) else None

@@ -261,6 +261,21 @@ KNOWN_DRIFTS: tuple[KnownDrift, ...] = (
         ),
     ),
     KnownDrift(
+        id="wallet-arbiter-contracts-status-804182e",
+        explanation=(
+            "ocore 804182e (2021-05-29, 'Contracts with arbiter') created wallet_arbiter_contracts.status as "
+            "VARCHAR(40) in the fresh schema but as plain VARCHAR in step 43; step 49 recreates the table with "
+            "VARCHAR(40), so every node upgraded by the steps to a target 43..48 keeps VARCHAR (same TEXT "
+            "affinity, same CHECK)"
+        ),
+        light=None,
+        fresh_sql_versions=None,  # only against targets 43..48
+        differences=(
+            _col("wallet_arbiter_contracts", "status", ("VARCHAR", True, "'pending'", 0),
+                 ("VARCHAR(40)", True, "'pending'", 0)),
+        ),
+    ),
+    KnownDrift(
         id="light-wallet-arbiter-contracts-7bce12d",
         explanation=(
             "steps 49 and 50 add the shared_address -> shared_addresses key and my_pairing_code to "
