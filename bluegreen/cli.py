@@ -269,6 +269,9 @@ def _run_inner(name: str, as_json: bool, fn: Any, **kwargs: Any) -> None:
                                    hint=f"re-run `upgrade {name}` to resume", exit_code=code))
         raise typer.Exit(code) from None
     except Exception as exc:  # a bug, not an operator error: show everything, keep a distinct exit code
+        signum = signals.interrupt_inside(exc)
+        if signum is not None:  # a TERM/HUP raised inside pydantic's core comes back wrapped: it is an interrupt
+            return _run_inner(name, as_json, _reraise, exc=signals.BluegreenInterrupted(signum))
         log.error("internal error", exc_info=True)
         traceback.print_exc()
         if as_json:
@@ -295,6 +298,10 @@ def _target(to: Optional[int], target_version: Optional[int]) -> Optional[int]:
         raise typer.BadParameter(f"--to {to} and --target-version {target_version} disagree; give only --to",
                                  param_hint="--to")
     return to if to is not None else target_version
+
+
+def _reraise(exc: BaseException) -> CommandResult:
+    raise exc
 
 
 def _stage_remembering(**kw: Any) -> CommandResult:

@@ -37,6 +37,7 @@ from bluegreen.engine.sqlsource import (
     read_min_retrievable_mci,
     read_voided_at,
 )
+from bluegreen import signals
 from bluegreen.errors import BadInputError, MigrationError, SourceDataError
 from bluegreen.formats.feeds import data_feed_entries
 from bluegreen.formats.jsvalues import js_stringify
@@ -267,7 +268,8 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
 
     def save() -> None:
         journal.updated_at = _now()
-        atomic_write_json(journal_path, journal.model_dump(mode="json"))
+        with signals.deferred():  # never cut by a TERM/HUP mid-serialisation (see bluegreen.signals)
+            atomic_write_json(journal_path, journal.model_dump(mode="json"))
 
     conn.execute("BEGIN IMMEDIATE")
     committed = False

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bluegreen import signals
 from bluegreen.durable import atomic_write_json, atomic_write_text, fsync_dir, fsync_file
 from bluegreen.errors import (
     BadInputError,
@@ -471,6 +472,7 @@ def _stage_snapshot(lay: Layout, store: StateStore, state: StagingState, choice:
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise  # left SNAPSHOTTING: the next command discards the partial copy
+        signals.reraise_if_interrupt(exc)
         _rmtree(lay.staging_dir / "green.partial")
         state.last_error = str(exc)
         store.transition(state, Phase.FAILED, f"snapshot failed: {getattr(exc, 'message', exc)}")
@@ -518,6 +520,7 @@ def _stage_migrate(lay: Layout, store: StateStore, state: StagingState,
         store.transition(state, Phase.FAILED, "migration failed: " + exc.message.splitlines()[0])
         raise
     except Exception as exc:
+        signals.reraise_if_interrupt(exc)  # left MIGRATING, as for a plain interrupt
         raise _migration_storage_error(lay, store, state, exc) from exc
     killpoint("stage.after_migration")
     state.migration_report = report.model_dump(mode="json")

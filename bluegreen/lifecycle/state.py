@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from bluegreen import signals
 from bluegreen.durable import append_line_durably, atomic_write_json
 from bluegreen.errors import BadInputError, PreflightError
 from bluegreen.lifecycle import logfile
@@ -212,7 +213,8 @@ class StateStore:
         """Write the state durably (tmp + fsync + rename + fsync dir)."""
         state.updated_at = utcnow()
         state.tool_version = tool_version()
-        atomic_write_json(self.path, json.loads(state.model_dump_json()))
+        with signals.deferred():  # a TERM/HUP mid-serialisation is raised once the state is on disk
+            atomic_write_json(self.path, json.loads(state.model_dump_json()))
         logfile.attach(self.staging_dir)
 
     def audit(self, event: str, note: str = "", from_phase: Phase | None = None,
@@ -220,7 +222,8 @@ class StateStore:
         """Append one durable line to audit.log."""
         entry = AuditEntry(at=utcnow(), event=event, from_phase=from_phase, to_phase=to_phase, note=note,
                            pid=os.getpid())
-        append_line_durably(self.audit_path, entry.model_dump_json())
+        with signals.deferred():
+            append_line_durably(self.audit_path, entry.model_dump_json())
 
     def transition(self, state: StagingState, to: Phase, note: str = "") -> StagingState:
         """Move `state` to phase `to` (checked against TRANSITIONS), save it, audit it, run the hooks."""
