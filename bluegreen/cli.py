@@ -104,6 +104,16 @@ def _global(version: bool = typer.Option(False, "--version", help="Print the too
     logfile.setup(verbose=verbose)
 
 
+def duration(seconds: float) -> str:
+    """A duration for people: 42s, 3m05s, 1h02m."""
+    n = int(round(max(seconds, 0.0)))
+    if n < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{n}s"
+    if n < 3600:
+        return f"{n // 60}m{n % 60:02d}s"
+    return f"{n // 3600}h{n % 3600 // 60:02d}m"
+
+
 class Progress:
     """Progress bar with ETA on a terminal; a line every 10 s (or per step change) otherwise. Writes to stderr."""
 
@@ -121,7 +131,7 @@ class Progress:
             self.step, self.t0, self.last = step, now, 0.0
         frac = done / total if total else 1.0
         elapsed = now - self.t0
-        eta = f"{elapsed / frac - elapsed:.0f}s" if 0 < frac < 1 and elapsed > 1 else "-"
+        eta = duration(elapsed / frac - elapsed) if 0 < frac < 1 and elapsed > 1 else "-"
         if self.tty:
             if now - self.last < 0.2 and done != total:
                 return
@@ -132,7 +142,7 @@ class Progress:
         else:
             if now - self.last < 10 and done != total and self.last:
                 return
-            sys.stderr.write(f"{step}: {done}/{total} ({frac:.1%}), elapsed {elapsed:.0f}s, ETA {eta}\n")
+            sys.stderr.write(f"{step}: {done}/{total} ({frac:.1%}), elapsed {duration(elapsed)}, ETA {eta}\n")
         self.last = now
         sys.stderr.flush()
 
@@ -164,9 +174,22 @@ def _print_status(s: StatusResult) -> None:
         typer.echo(f"size:        {name} {size / (1 << 20):.1f} MiB")
     if s.progress:
         p = s.progress
-        typer.echo(f"progress:    {p.step} {p.done}/{p.total} (updated {p.updated_at:%H:%M:%S} UTC)")
-    for t in s.timings[-8:]:
-        typer.echo(f"history:     {t.entered_at:%Y-%m-%d %H:%M:%S} {t.phase.value} ({t.seconds:.1f}s)")
+        frac = f" ({p.done / p.total:.1%})" if p.total else ""
+        line = (f"progress:    {p.command + ': ' if p.command else ''}{p.step} {p.done}/{p.total}{frac} "
+                f"(updated {p.updated_at:%H:%M:%S} UTC)")
+        if s.eta_seconds is not None and s.eta_at is not None:
+            line += f"; ETA {duration(s.eta_seconds)} for this step (about {s.eta_at:%H:%M:%S} UTC)"
+        elif s.locked_by_pid is None:
+            line += "; reported by a run that is no longer running"
+        typer.echo(line)
+    if s.work:
+        typer.echo("work:        " + ", ".join(
+            f"{w.what} {duration(w.seconds)}" + (" so far" if w.running else "") for w in s.work))
+    for t in s.timings:  # every entry: the history is short and each line matters when something went wrong
+        frm = f"{t.from_phase.value} -> " if t.from_phase is not None else ""
+        took = f" (took {duration(t.seconds)})" if t.work else ""
+        typer.echo(f"history:     {t.entered_at:%Y-%m-%d %H:%M:%S} {frm}{t.phase.value}{took}"
+                   + (f": {t.note.splitlines()[0]}" if t.note else ""))
     if s.last_verify:
         v = s.last_verify
         typer.echo(f"last verify: {'passed' if v.passed else 'FAILED ' + ', '.join(v.failed_checks)} at "
@@ -350,7 +373,8 @@ def promote(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = St
     swaps the two directories with one atomic rename (renameat2 RENAME_EXCHANGE; a journaled rename sequence
     where that is impossible). The old data is kept in <staging>/blue-previous for rollback."""
     _confirm("Swap the staged green copy in as the node's data dir (the node must be stopped)?", yes, as_json)
-    _run("promote", as_json, command.promote, data_dir=data_dir, staging_dir=staging_dir)
+    _run("promote", as_json, command.promote, data_dir=data_dir, staging_dir=staging_dir,
+         progress=None if as_json else Progress())
 
 
 @app.command(cls=_Command)
@@ -364,7 +388,8 @@ def rollback(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = S
     promote, unless --force. Touches only the two directories being swapped."""
     _confirm("Swap the old data back in as the node's data dir"
              + (", DISCARDING what the node wrote since promote" if force else "") + "?", yes, as_json)
-    _run("rollback", as_json, command.rollback, data_dir=data_dir, staging_dir=staging_dir, force=force)
+    _run("rollback", as_json, command.rollback, data_dir=data_dir, staging_dir=staging_dir, force=force,
+         progress=None if as_json else Progress())
 
 
 @app.command(cls=_Command)

@@ -24,6 +24,11 @@ from bluegreen.version import tool_version
 STATE_FORMAT = 1
 
 
+def in_flight(phase: "Phase") -> bool:
+    """True for the phases a running command is in (SNAPSHOTTING, MIGRATING, PROMOTING, ...): work, not a wait."""
+    return phase.value.endswith("ING")
+
+
 def utcnow() -> datetime:
     """Timezone-aware now, the only clock the lifecycle uses."""
     return datetime.now(timezone.utc)
@@ -79,13 +84,16 @@ class HistoryEntry(BaseModel):
 
 
 class Progress(BaseModel):
-    """Last progress the engine reported (persisted every few seconds so `status` can show it)."""
+    """Last progress a running command reported (persisted every few seconds so `status` can show it and an
+    ETA). Cleared whenever a phase that is not in flight (-ING) is entered: no stale progress."""
 
     step: str
     done: int
     total: int
-    started_at: datetime
+    started_at: datetime  # when the command began reporting (its first step)
     updated_at: datetime
+    step_started_at: datetime | None = None  # when `step` began (absent in older files): the rate of this step
+    command: str | None = None  # the command reporting (stage, verify, promote, rollback)
 
 
 class SpaceEstimate(BaseModel):
@@ -107,6 +115,7 @@ class VerifyRecord(BaseModel):
     finished_at: datetime
     sample: int | None
     failed_checks: list[str] = Field(default_factory=list)
+    started_at: datetime | None = None  # when that verify began (absent in older files): its duration is work
 
 
 class SwapRecord(BaseModel):
@@ -223,6 +232,8 @@ class StateStore:
                 "run `upgrade status` to see what the next command should be",
             )
         state.phase = to
+        if not in_flight(to):
+            state.progress = None  # the work that reported it is over: status must not show it as running
         state.history.append(HistoryEntry(at=utcnow(), from_phase=frm, to_phase=to, note=note, pid=os.getpid()))
         self.save(state)
         logfile.log.info("phase %s -> %s%s", frm.value, to.value, f": {note}" if note else "")
