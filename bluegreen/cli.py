@@ -5,6 +5,7 @@ of docs/exit-codes.md. Errors print what went wrong and the next step."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -64,7 +65,9 @@ app = typer.Typer(
         " copy), reports/, work/, and after promote blue-previous/ (the old data, kept for rollback).\n\n"
         "Flow: stage -> verify -> (stop the node) promote -> start the node; if needed: stop, rollback."
         " Once satisfied: cleanup (deletes the old data; final). Every command is safe to re-run and safe to"
-        " kill; the next command finishes or undoes what was in flight. Exit codes: docs/exit-codes.md."
+        " kill; the next command finishes or undoes what was in flight. Exit codes: 0 done (or nothing to do),"
+        " 2 bad input, 3 precondition, 4 node running, 5 damaged source, 6 migration failed, 7 verify failed,"
+        " 8 drift, 9 locked, 10 out of space, 70 internal error, 129/130/143 interrupted (re-run to resume)."
     ),
 )
 
@@ -72,7 +75,8 @@ DataDir = typer.Option(None, "--data-dir", help="The node's data dir (default: t
                        "byteball.sqlite or byteball-light.sqlite).")
 StagingDir = typer.Option(None, "--staging-dir", help="Staging area (default: <data-dir>.bluegreen, same "
                           "filesystem as the data dir).", file_okay=False)
-JsonOut = typer.Option(False, "--json", help="Print one JSON document (schemas/*.schema.json) instead of text.")
+JsonOut = typer.Option(False, "--json", help="Print one JSON document instead of text (its JSON Schema: "
+                       "`upgrade schema <command>-result`).")
 Yes = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation (for scripts). On a terminal the "
                    "command asks first.")
 
@@ -409,6 +413,29 @@ def abort(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = Stag
     _run("abort", as_json, _abort_forgetting, data_dir=data_dir, staging_dir=staging_dir)
 
 
+@app.command(cls=_Command)
+def schema(name: Optional[str] = typer.Argument(None, help="A schema name, e.g. status-result or staging-state "
+                                                "(omit it to list them).")) -> None:
+    """Print the JSON Schema of a --json document or persisted file (shipped with the package).
+
+    Without NAME, lists the schema names and where they are installed. Reads nothing else."""
+    from bluegreen import jsonschemas
+
+    if name is None:
+        typer.echo(f"JSON Schemas in {jsonschemas.schema_root()}:")
+        for n in jsonschemas.names():
+            typer.echo(f"  {n}")
+        raise typer.Exit(0)
+    try:
+        doc = jsonschemas.load(name)
+    except BluegreenError as exc:
+        typer.echo(f"upgrade schema: {exc.message}", err=True)
+        if exc.hint:
+            typer.echo(f"next step: {exc.hint}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    typer.echo(json.dumps(doc, indent=2, sort_keys=True))
+
+
 def _cleanup_forgetting(**kw: Any) -> CommandResult:
     """command.cleanup, then the pointer goes too once the staging area it names is gone."""
     result = command.cleanup(**kw)
@@ -437,7 +464,7 @@ def _json_usage_error(argv: list[str]) -> int | None:
     except ImportError:  # pragma: no cover - depends on the installed typer
         from click.exceptions import UsageError  # type: ignore[no-redef]
 
-    known = {"stage", "plan", "verify", "promote", "rollback", "status", "abort", "cleanup"}
+    known = {"stage", "plan", "verify", "promote", "rollback", "status", "abort", "cleanup", "schema"}
     name = next((a for a in argv if a in known), "upgrade")
     try:
         rc = app(args=argv, standalone_mode=False)
