@@ -24,18 +24,13 @@ from bluegreen.version import tool_version
 STATE_FORMAT = 1
 
 
-def in_flight(phase: "Phase") -> bool:
-    """True for the phases a running command is in (SNAPSHOTTING, MIGRATING, PROMOTING, ...): work, not a wait."""
-    return phase.value.endswith("ING")
-
-
 def utcnow() -> datetime:
     """Timezone-aware now, the only clock the lifecycle uses."""
     return datetime.now(timezone.utc)
 
 
 class Phase(str, Enum):
-    """Where the staged upgrade is. Phases ending in -ING are in flight (a crash there is recovered)."""
+    """Where the staged upgrade is. The -ING phases (IN_FLIGHT) are in flight: a crash there is recovered."""
 
     NONE = "NONE"
     SNAPSHOTTING = "SNAPSHOTTING"
@@ -54,6 +49,15 @@ class Phase(str, Enum):
 
 
 P = Phase
+# The phases a running command is in (a crash there is recovered): their time is work, not a wait.
+IN_FLIGHT = frozenset({P.SNAPSHOTTING, P.MIGRATING, P.PROMOTING, P.ROLLING_BACK, P.CLEANING_UP})
+
+
+def in_flight(phase: Phase) -> bool:
+    """True for SNAPSHOTTING, MIGRATING, PROMOTING, ROLLING_BACK, CLEANING_UP: a command is working."""
+    return phase in IN_FLIGHT
+
+
 # Allowed transitions, as data. Re-entering SNAPSHOTTING/MIGRATING is a restart or a resume.
 TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     P.NONE: frozenset({P.SNAPSHOTTING, P.ABORTED}),
