@@ -30,7 +30,7 @@ def utcnow() -> datetime:
 
 
 class Phase(str, Enum):
-    """Where the staged upgrade is. The -ING phases (IN_FLIGHT) are in flight: a crash there is recovered."""
+    """Where the staged upgrade is. Phases ending in -ING are in flight (a crash there is recovered)."""
 
     NONE = "NONE"
     SNAPSHOTTING = "SNAPSHOTTING"
