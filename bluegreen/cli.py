@@ -191,7 +191,7 @@ def _print_status(s: StatusResult) -> None:
             f"{w.what} {duration(w.seconds)}" + (" so far" if w.running else "") for w in s.work))
     for t in s.timings:  # every entry: the history is short and each line matters when something went wrong
         frm = f"{t.from_phase.value} -> " if t.from_phase is not None else ""
-        took = f" (took {duration(t.seconds)})" if t.work else ""
+        took = f" (took {duration(t.work_seconds)})" if t.work_seconds is not None else ""
         typer.echo(f"history:     {t.entered_at:%Y-%m-%d %H:%M:%S} {frm}{t.phase.value}{took}"
                    + (f": {t.note.splitlines()[0]}" if t.note else ""))
     if s.last_verify:

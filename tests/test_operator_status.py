@@ -82,13 +82,16 @@ def test_durations_are_work_and_the_waits_are_not_counted() -> None:
             (105, Phase.MIGRATED, Phase.VERIFIED),
             # an hour passes before promote (stopping the node), which takes 1 s
             (3705, Phase.VERIFIED, Phase.PROMOTING), (3706, Phase.PROMOTING, Phase.PROMOTED)]
+    history = [HistoryEntry(at=at(s), from_phase=f, to_phase=t) for s, f, t in hops]
+    history[5].work_started_at = at(3702)  # promote's checks and rollback baseline ran 3 s before the swap phase
     state = StagingState(data_dir=Path("/x"), staging_dir=Path("/x.bluegreen"), phase=Phase.PROMOTED,
-                         history=[HistoryEntry(at=at(s), from_phase=f, to_phase=t) for s, f, t in hops],
+                         history=history,
                          last_verify=VerifyRecord(report_path=Path("/nonexistent"), passed=True, finished_at=at(105),
                                                   sample=None, started_at=at(100)))
     timings, work = command._timings(state, running=False, now=at(9000))
     assert [(w.what, w.seconds) for w in work] == [("SNAPSHOTTING", 2), ("MIGRATING", 3), ("VERIFYING", 5),
-                                                   ("PROMOTING", 1)]
+                                                   ("PROMOTING", 4)]
+    assert [t.work_seconds for t in timings] == [2, None, 3, None, None, 4, None]
     assert len(timings) == len(hops)
     waits = {t.phase: t.seconds for t in timings if not t.work}
     assert waits[Phase.MIGRATED] == 100 and waits[Phase.VERIFIED] == 3600  # in the record, labelled as waits

@@ -802,16 +802,18 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None, *,
         noderunning.ensure_stopped(lay.data_dir, lay.exclude)
         owners = ownership.preflight_blue(lay.data_dir, lay.exclude)
         ownership.ensure_can_apply(lay.green_dir, owners)  # refuse before changing anything
-        progress = _progress_saver(store, state, progress, "promote")
-        copied, removed = _sync_other_files(lay, state, blue_now, progress)
+        began = utcnow()  # the baselines below are the promote's work too (status counts them in PROMOTING)
+        saver = _progress_saver(store, state, progress, "promote")  # the swap itself: not saved (no write then)
+        copied, removed = _sync_other_files(lay, state, blue_now, saver)
         # Baseline for rollback: what green holds at the moment it goes live.
-        state.green_row_counts_promoted = greendiff.row_counts(lay.green_dir / lay.db_name, progress)
+        state.green_row_counts_promoted = greendiff.row_counts(lay.green_dir / lay.db_name, saver)
         state.green_kv_keys_promoted = greendiff.save_kv_keys(lay.green_dir / "rocksdb", lay.work_dir / "kv-probe",
-                                                              lay.work_dir / KV_KEYS_FILE, progress)
+                                                              lay.work_dir / KV_KEYS_FILE, saver)
         ownership.save(owners, lay.work_dir / ownership.RECORD_NAME)  # rollback checks the old blue against it
-        ownership.apply(lay.green_dir, owners, progress=progress)  # green becomes the data dir: blue's owners
+        ownership.apply(lay.green_dir, owners, progress=saver)  # green becomes the data dir: blue's owners
         state.green_fingerprint_promoted = fpmod.take(lay.green_dir)
-        store.transition(state, Phase.PROMOTING, f"swapping {lay.green_dir} into {lay.data_dir}")
+        store.transition(state, Phase.PROMOTING, f"swapping {lay.green_dir} into {lay.data_dir}",
+                         work_started_at=began)
         killpoint("promote.before_swap")
         outcome = _swap_or_refuse("promote", lay, store, state, lay.green_dir, lay.previous_dir, Phase.VERIFIED,
                                   progress)
@@ -854,19 +856,21 @@ def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, f
                                  f"put the old data dir back at {lay.previous_dir} and re-run `upgrade rollback`, "
                                  "or keep the upgrade")
         noderunning.ensure_stopped(lay.data_dir, lay.exclude)
-        progress = _progress_saver(store, state, progress, "rollback")
+        began = utcnow()  # the comparison below is the rollback's work too (status counts it in ROLLING_BACK)
+        saver = _progress_saver(store, state, progress, "rollback")  # the swap itself: not saved (no write then)
         changes = greendiff.compare(state.green_fingerprint_promoted or fpmod.Fingerprint(),
                                     state.green_row_counts_promoted, lay.work_dir / KV_KEYS_FILE,
-                                    lay.data_dir, lay.db_name, lay.work_dir / "kv-probe", progress)
+                                    lay.data_dir, lay.db_name, lay.work_dir / "kv-probe", saver)
         if changes.changed and not force:
             raise DriftError(
                 "the node wrote to the upgraded data since promote; a rollback would lose:\n" + changes.describe(),
                 "keep the upgraded data (start the node again), or run `upgrade rollback --force` to discard it",
             )
         restored = ownership.restore_before_rollback(lay.previous_dir, lay.work_dir / ownership.RECORD_NAME,
-                                                     progress)
+                                                     saver)
         store.transition(state, Phase.ROLLING_BACK,
-                         "forced rollback discarding changes:\n" + changes.describe() if changes.changed else "")
+                         "forced rollback discarding changes:\n" + changes.describe() if changes.changed else "",
+                         work_started_at=began)
         killpoint("rollback.before_swap")
         outcome = _swap_or_refuse("rollback", lay, store, state, lay.previous_dir, lay.green_dir, Phase.PROMOTED,
                                   progress)
@@ -914,10 +918,13 @@ def _timings(state: StagingState, running: bool = False,
         last = i + 1 == len(hist)
         end = hist[i + 1].at if not last else (now if running or not in_flight(h.to_phase) else state.updated_at)
         secs = max(0.0, (end - h.at).total_seconds())
+        begin = min(h.work_started_at or h.at, h.at)
+        worked = max(0.0, (end - begin).total_seconds()) if in_flight(h.to_phase) else None
         out.append(PhaseTiming(phase=h.to_phase, from_phase=h.from_phase, entered_at=h.at, seconds=secs,
-                               work=in_flight(h.to_phase), note=h.note))
-        if in_flight(h.to_phase):
-            work.append(WorkTiming(what=h.to_phase.value, started_at=h.at, seconds=secs, running=last and running))
+                               work=worked is not None, work_seconds=worked, note=h.note))
+        if worked is not None:
+            work.append(WorkTiming(what=h.to_phase.value, started_at=begin, seconds=worked,
+                                   running=last and running))
     lv = state.last_verify
     started = _verify_started_at(lv) if lv is not None else None
     if lv is not None and started is not None:

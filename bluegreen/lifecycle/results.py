@@ -77,6 +77,9 @@ class PhaseTiming(BaseModel):
     entered_at: datetime
     seconds: float
     work: bool = False
+    # In-flight phases: how long their work took, counting what the command did before entering the phase
+    # (promote's and rollback's checks and baselines); None for the others.
+    work_seconds: float | None = None
     note: str = ""
 
 

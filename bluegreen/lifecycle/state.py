@@ -85,6 +85,9 @@ class HistoryEntry(BaseModel):
     to_phase: Phase
     note: str = ""
     pid: int | None = None
+    # When the command doing this in-flight phase's work began, if earlier than `at`: promote and rollback check
+    # and record baselines before they enter PROMOTING / ROLLING_BACK (status counts that as the phase's work).
+    work_started_at: datetime | None = None
 
 
 class Progress(BaseModel):
@@ -227,8 +230,11 @@ class StateStore:
                            pid=os.getpid())
         append_line_durably(self.audit_path, entry.model_dump_json())
 
-    def transition(self, state: StagingState, to: Phase, note: str = "") -> StagingState:
-        """Move `state` to phase `to` (checked against TRANSITIONS), save it, audit it, run the hooks."""
+    def transition(self, state: StagingState, to: Phase, note: str = "",
+                   work_started_at: datetime | None = None) -> StagingState:
+        """Move `state` to phase `to` (checked against TRANSITIONS), save it, audit it, run the hooks.
+
+        `work_started_at`: when the command began the work of the in-flight phase `to` (see HistoryEntry)."""
         frm = state.phase
         if to not in TRANSITIONS[frm]:
             raise PreflightError(
@@ -238,7 +244,8 @@ class StateStore:
         state.phase = to
         if not in_flight(to):
             state.progress = None  # the work that reported it is over: status must not show it as running
-        state.history.append(HistoryEntry(at=utcnow(), from_phase=frm, to_phase=to, note=note, pid=os.getpid()))
+        state.history.append(HistoryEntry(at=utcnow(), from_phase=frm, to_phase=to, note=note, pid=os.getpid(),
+                                          work_started_at=work_started_at))
         self.save(state)
         logfile.log.info("phase %s -> %s%s", frm.value, to.value, f": {note}" if note else "")
         self.audit("transition", note, frm, to)
