@@ -181,6 +181,8 @@ def _print_status(s: StatusResult) -> None:
         frac = f" ({p.done / p.total:.1%})" if p.total else ""
         line = (f"progress:    {p.command + ': ' if p.command else ''}{p.step} {p.done}/{p.total}{frac} "
                 f"(updated {p.updated_at:%H:%M:%S} UTC)")
+        if s.step_of is not None:
+            line += f", step {s.step_of[0]} of {s.step_of[1]}"
         if s.eta_seconds is not None and s.eta_at is not None:
             line += f"; ETA {duration(s.eta_seconds)} for this step (about {s.eta_at:%H:%M:%S} UTC)"
         elif s.locked_by_pid is None:

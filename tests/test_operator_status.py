@@ -52,16 +52,22 @@ def test_status_gives_an_eta_while_a_command_runs(tmp_path: Path) -> None:
         assert st.eta_seconds is not None and 250 < st.eta_seconds <= 300  # 750 left at 2.5 per second
         assert st.eta_at is not None and st.eta_at > now + timedelta(seconds=250)
         assert any(w.what == "VERIFYING" and w.running for w in st.work)
+        assert st.step_of == (5, 7)  # kv_units is verify's 5th reported step
     st = command.status(node)  # nobody runs: the record is a leftover, no ETA and not shown as progress
     assert st.eta_seconds is None and st.progress is None
 
 
 def test_no_stale_progress_once_the_work_is_over(tmp_path: Path) -> None:
     node = make_node(tmp_path)
-    command.stage(node)
+    seen: list[str] = []
+    record = lambda step, done, total: seen.append(step) if step not in seen else None  # noqa: E731
+    command.stage(node, progress=record)
+    assert seen == [s for s in command.COMMAND_STEPS["stage"] if s in seen] and "units" in seen  # in that order
     state = StateStore(_staging(node)).load()
     assert state is not None and state.phase == Phase.MIGRATED and state.progress is None
-    assert command.verify(node, sample=2, no_node_probe=True).passed
+    seen.clear()
+    assert command.verify(node, no_node_probe=True, progress=record).passed
+    assert seen == list(command.COMMAND_STEPS["verify"]), seen
     command.promote(node)
     state = StateStore(_staging(node)).load()
     assert state is not None and state.phase == Phase.PROMOTED and state.progress is None

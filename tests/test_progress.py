@@ -94,6 +94,7 @@ def test_promote_and_rollback_report_every_long_pass(tmp_path: Path, monkeypatch
     calls, cb = _recorder()
     command.promote(node, progress=cb)
     assert _steps(calls) == ["other files", "row counts", "kv keys", "ownership", "swap"], _steps(calls)
+    assert _steps(calls) == list(command.COMMAND_STEPS["promote"])  # what status counts "step k of n" in
     for step in ("other files", "row counts", "swap"):
         _assert_runs_from_zero_to_total(calls, step, min_between=0)
     assert [c for c in calls if c[0] == "row counts"][-1][2] > 5  # one call per table

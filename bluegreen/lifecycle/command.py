@@ -60,6 +60,7 @@ from bluegreen.lifecycle.verify_models import VerifyCheck, VerifyReport
 
 ProgressFn = Callable[[str, int, int], None]
 PROGRESS_SAVE_SECONDS = 5.0
+STEP_OTHER_FILES = "other files"  # promote's copy of blue's changed non-database files into green
 KV_KEYS_FILE = "green-kv-keys-at-promote.txt"
 CHECK_BLUE_UNCHANGED = "blue_unchanged_since_stage"
 CHECK_NODE_COMPAT = "node_library_reads_green"
@@ -298,6 +299,25 @@ def _progress_saver(store: StateStore, state: StagingState, user: ProgressFn | N
             user(step, done, total)
 
     return report
+
+
+# The steps each command reports, in order: status says "step k of n" beside the ETA of the current step.
+# (No ETA over the whole command: the later steps' sizes are unknown until they start, and their shares
+# measured on generated nodes, e.g. no data feeds at all, would not transfer to a mainnet node.)
+COMMAND_STEPS: dict[str, tuple[str, ...]] = {
+    "stage": ("snapshot sqlite", "snapshot files", "quick_check", "schema steps", "units", "data_feeds"),
+    "verify": ("integrity_check", "foreign_key_check (blue)", "foreign_key_check", "row_counts", "kv_units",
+               "kv_data_feeds", "balls"),
+    "promote": (STEP_OTHER_FILES, greendiff.STEP_ROW_COUNTS, greendiff.STEP_KV_KEYS,
+                ownership.STEP_OWNERSHIP, swapmod.STEP_SWAP),
+    "rollback": (greendiff.STEP_ROW_COUNTS, greendiff.STEP_KV_KEYS, ownership.STEP_OWNERSHIP, swapmod.STEP_SWAP),
+}
+
+
+def step_position(p: Progress) -> tuple[int, int] | None:
+    """(k, n): the reported step is the k-th of the n steps its command reports, when known."""
+    steps = COMMAND_STEPS.get(p.command or "", ())
+    return (steps.index(p.step) + 1, len(steps)) if p.step in steps else None
 
 
 def progress_eta(p: Progress, now: datetime | None = None) -> float | None:
@@ -734,9 +754,6 @@ def _swap_or_refuse(op: str, lay: Layout, store: StateStore, state: StagingState
         ) from exc
 
 
-STEP_OTHER_FILES = "other files"
-
-
 def _sync_other_files(lay: Layout, state: StagingState, blue_now: fpmod.Fingerprint,
                       progress: ProgressFn | None = None) -> tuple[list[str], list[str]]:
     """Copy blue's changed non-database files into green (a conf.json edit since stage survives)."""
@@ -1006,6 +1023,7 @@ def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> Sta
                         source_version=state.source_version, target_version=state.target_version,
                         data_dir_version=dver, green_version=green_ver, sizes=sizes, progress=shown,
                         eta_seconds=eta, eta_at=utcnow() + timedelta(seconds=eta) if eta is not None else None,
+                        step_of=step_position(shown) if shown is not None else None,
                         timings=timings, work=work, last_verify=state.last_verify, last_swap=state.last_swap,
                         blue_drift=drift, problems=problems, node=node, last_error=state.last_error,
                         migration_report=state.migration_report, message=msg, next_step=nxt)

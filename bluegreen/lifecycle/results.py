@@ -108,6 +108,7 @@ class StatusResult(CommandResult):
     # While a command runs: seconds left in its current step at the rate so far, and when that is.
     eta_seconds: float | None = None
     eta_at: datetime | None = None
+    step_of: tuple[int, int] | None = None  # the progress step is the k-th of the n steps its command reports
     timings: list[PhaseTiming] = Field(default_factory=list)  # every history entry, oldest first
     work: list[WorkTiming] = Field(default_factory=list)  # the working phases and verify runs, with durations
     last_verify: VerifyRecord | None = None
