@@ -5,6 +5,7 @@ of docs/exit-codes.md. Errors print what went wrong and the next step."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -65,7 +66,9 @@ app = typer.Typer(
         " copy), reports/, work/, and after promote blue-previous/ (the old data, kept for rollback).\n\n"
         "Flow: stage -> verify -> (stop the node) promote -> start the node; if needed: stop, rollback."
         " Once satisfied: cleanup (deletes the old data; final). Every command is safe to re-run and safe to"
-        " kill; the next command finishes or undoes what was in flight. Exit codes: docs/exit-codes.md."
+        " kill; the next command finishes or undoes what was in flight. Exit codes: 0 done (or nothing to do),"
+        " 2 bad input, 3 precondition, 4 node running, 5 damaged source, 6 migration failed, 7 verify failed,"
+        " 8 drift, 9 locked, 10 out of space, 70 internal error, 129/130/143 interrupted (re-run to resume)."
     ),
 )
 
@@ -73,7 +76,8 @@ DataDir = typer.Option(None, "--data-dir", help="The node's data dir (default: t
                        "byteball.sqlite or byteball-light.sqlite).")
 StagingDir = typer.Option(None, "--staging-dir", help="Staging area (default: <data-dir>.bluegreen, same "
                           "filesystem as the data dir).", file_okay=False)
-JsonOut = typer.Option(False, "--json", help="Print one JSON document (schemas/*.schema.json) instead of text.")
+JsonOut = typer.Option(False, "--json", help="Print one JSON document instead of text (its JSON Schema: "
+                       "`upgrade schema <command>-result`).")
 To = typer.Option(None, "--to", metavar="N", help="Schema version to reach, 31..50 (default: the VERSION in "
                   "the node program's node_modules/ocore/sqlite_migrations.js; 50 when no node program is found).")
 # The old name, kept working for scripts; hidden from --help.
@@ -109,6 +113,16 @@ def _global(version: bool = typer.Option(False, "--version", help="Print the too
     logfile.setup(verbose=verbose)
 
 
+def duration(seconds: float) -> str:
+    """A duration for people: 42s, 3m05s, 1h02m."""
+    n = int(round(max(seconds, 0.0)))
+    if n < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{n}s"
+    if n < 3600:
+        return f"{n // 60}m{n % 60:02d}s"
+    return f"{n // 3600}h{n % 3600 // 60:02d}m"
+
+
 class Progress:
     """Progress bar with ETA on a terminal; a line every 10 s (or per step change) otherwise. Writes to stderr."""
 
@@ -126,7 +140,7 @@ class Progress:
             self.step, self.t0, self.last = step, now, 0.0
         frac = done / total if total else 1.0
         elapsed = now - self.t0
-        eta = f"{elapsed / frac - elapsed:.0f}s" if 0 < frac < 1 and elapsed > 1 else "-"
+        eta = duration(elapsed / frac - elapsed) if 0 < frac < 1 and elapsed > 1 else "-"
         if self.tty:
             if now - self.last < 0.2 and done != total:
                 return
@@ -137,7 +151,7 @@ class Progress:
         else:
             if now - self.last < 10 and done != total and self.last:
                 return
-            sys.stderr.write(f"{step}: {done}/{total} ({frac:.1%}), elapsed {elapsed:.0f}s, ETA {eta}\n")
+            sys.stderr.write(f"{step}: {done}/{total} ({frac:.1%}), elapsed {duration(elapsed)}, ETA {eta}\n")
         self.last = now
         sys.stderr.flush()
 
@@ -174,9 +188,24 @@ def _print_status(s: StatusResult) -> None:
         typer.echo(f"size:        {name} {size / (1 << 20):.1f} MiB")
     if s.progress:
         p = s.progress
-        typer.echo(f"progress:    {p.step} {p.done}/{p.total} (updated {p.updated_at:%H:%M:%S} UTC)")
-    for t in s.timings[-8:]:
-        typer.echo(f"history:     {t.entered_at:%Y-%m-%d %H:%M:%S} {t.phase.value} ({t.seconds:.1f}s)")
+        frac = f" ({p.done / p.total:.1%})" if p.total else ""
+        line = (f"progress:    {p.command + ': ' if p.command else ''}{p.step} {p.done}/{p.total}{frac} "
+                f"(updated {p.updated_at:%H:%M:%S} UTC)")
+        if s.step_of is not None:
+            line += f", step {s.step_of[0]} of {s.step_of[1]}"
+        if s.eta_seconds is not None and s.eta_at is not None:
+            line += f"; ETA {duration(s.eta_seconds)} for this step (about {s.eta_at:%H:%M:%S} UTC)"
+        elif s.locked_by_pid is None:
+            line += "; reported by a run that is no longer running"
+        typer.echo(line)
+    if s.work:
+        typer.echo("work:        " + ", ".join(
+            f"{w.what} {duration(w.seconds)}" + (" so far" if w.running else "") for w in s.work))
+    for t in s.timings:  # every entry: the history is short and each line matters when something went wrong
+        frm = f"{t.from_phase.value} -> " if t.from_phase is not None else ""
+        took = f" (took {duration(t.work_seconds)})" if t.work_seconds is not None else ""
+        typer.echo(f"history:     {t.entered_at:%Y-%m-%d %H:%M:%S} {frm}{t.phase.value}{took}"
+                   + (f": {t.note.splitlines()[0]}" if t.note else ""))
     if s.last_verify:
         v = s.last_verify
         typer.echo(f"last verify: {'passed' if v.passed else 'FAILED ' + ', '.join(v.failed_checks)} at "
@@ -402,7 +431,8 @@ def promote(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = St
     swaps the two directories with one atomic rename (renameat2 RENAME_EXCHANGE; a journaled rename sequence
     where that is impossible). The old data is kept in <staging>/blue-previous for rollback."""
     _confirm("Swap the staged green copy in as the node's data dir (the node must be stopped)?", yes, as_json)
-    _run("promote", as_json, command.promote, data_dir=data_dir, staging_dir=staging_dir)
+    _run("promote", as_json, command.promote, data_dir=data_dir, staging_dir=staging_dir,
+         progress=None if as_json else Progress())
 
 
 @app.command(cls=_Command)
@@ -416,7 +446,8 @@ def rollback(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = S
     promote, unless --force. Touches only the two directories being swapped."""
     _confirm("Swap the old data back in as the node's data dir"
              + (", DISCARDING what the node wrote since promote" if force else "") + "?", yes, as_json)
-    _run("rollback", as_json, command.rollback, data_dir=data_dir, staging_dir=staging_dir, force=force)
+    _run("rollback", as_json, command.rollback, data_dir=data_dir, staging_dir=staging_dir, force=force,
+         progress=None if as_json else Progress())
 
 
 @app.command(cls=_Command)
@@ -437,6 +468,29 @@ def abort(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = Stag
     there; on a terminal it asks, `--yes` deletes those writes too."""
     _confirm("Remove green and the whole staging area (the data dir is not touched)?", yes, as_json)
     _run("abort", as_json, _abort_forgetting, data_dir=data_dir, staging_dir=staging_dir, yes=yes, json_out=as_json)
+
+
+@app.command(cls=_Command)
+def schema(name: Optional[str] = typer.Argument(None, help="A schema name, e.g. status-result or staging-state "
+                                                "(omit it to list them).")) -> None:
+    """Print the JSON Schema of a --json document or persisted file (shipped with the package).
+
+    Without NAME, lists the schema names and where they are installed. Reads nothing else."""
+    from bluegreen import jsonschemas
+
+    if name is None:
+        typer.echo(f"JSON Schemas in {jsonschemas.schema_root()}:")
+        for n in jsonschemas.names():
+            typer.echo(f"  {n}")
+        raise typer.Exit(0)
+    try:
+        doc = jsonschemas.load(name)
+    except BluegreenError as exc:
+        typer.echo(f"upgrade schema: {exc.message}", err=True)
+        if exc.hint:
+            typer.echo(f"next step: {exc.hint}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    typer.echo(json.dumps(doc, indent=2, sort_keys=True))
 
 
 def _cleanup_forgetting(**kw: Any) -> CommandResult:
@@ -467,7 +521,7 @@ def _json_usage_error(argv: list[str]) -> int | None:
     except ImportError:  # pragma: no cover - depends on the installed typer
         from click.exceptions import UsageError  # type: ignore[no-redef]
 
-    known = {"stage", "plan", "verify", "promote", "rollback", "status", "abort", "cleanup"}
+    known = {"stage", "plan", "verify", "promote", "rollback", "status", "abort", "cleanup", "schema"}
     name = next((a for a in argv if a in known), "upgrade")
     try:
         rc = app(args=argv, standalone_mode=False)

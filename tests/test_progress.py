@@ -10,6 +10,7 @@ import pytest
 
 from bluegreen.generator import generate_node_dir
 from bluegreen.lifecycle import snapshot, verify
+from bluegreen.lifecycle.state import StateStore
 from bluegreen.schema.runner import apply_schema_steps
 
 Calls = list[tuple[str, int, int]]
@@ -65,3 +66,46 @@ def test_schema_steps_report_one_call_per_step(node: Path, tmp_path: Path) -> No
     conn.execute("ROLLBACK")
     assert report.steps == [28, 29, 30]
     assert calls == [("schema steps", 0, 3), ("schema steps", 1, 3), ("schema steps", 2, 3), ("schema steps", 3, 3)]
+
+
+# ------------------------------------------------------------------ promote / rollback (the swap and its passes)
+
+
+def _staged_and_verified(tmp_path: Path) -> Path:
+    from test_lifecycle_support import make_node
+
+    from bluegreen.lifecycle import command
+
+    node = make_node(tmp_path)
+    command.stage(node)
+    assert command.verify(node, sample=2, no_node_probe=True).passed
+    return node
+
+
+def _steps(calls: Calls) -> list[str]:
+    return list(dict.fromkeys(s for s, _d, _t in calls))
+
+
+def test_promote_and_rollback_report_every_long_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bluegreen.lifecycle import command
+
+    node = _staged_and_verified(tmp_path)
+    (node / "conf.json").write_text('{"edited": "after stage"}\n')  # promote copies it: the "other files" pass
+    calls, cb = _recorder()
+    command.promote(node, progress=cb)
+    assert _steps(calls) == ["other files", "row counts", "kv keys", "ownership", "swap"], _steps(calls)
+    assert _steps(calls) == list(command.COMMAND_STEPS["promote"])  # what status counts "step k of n" in
+    for step in ("other files", "row counts", "swap"):
+        _assert_runs_from_zero_to_total(calls, step, min_between=0)
+    assert [c for c in calls if c[0] == "row counts"][-1][2] > 5  # one call per table
+    # The key count is RocksDB's estimate until the last key is read, then the real count.
+    kv = [c for c in calls if c[0] == "kv keys"]
+    state = StateStore(node.with_name("node.bluegreen")).load()
+    assert kv[0][1] == 0 and kv[-1][1] == kv[-1][2] == state.green_kv_keys_promoted > 0  # type: ignore[union-attr]
+    assert [d for _s, d, _t in kv] == sorted(d for _s, d, _t in kv)
+    # The journaled fallback moves every entry one by one: its progress counts them.
+    monkeypatch.setenv("BLUEGREEN_SWAP_MECHANISM", "fallback")
+    calls.clear()
+    command.rollback(node, progress=cb)
+    assert "ownership" in _steps(calls) and _steps(calls)[-1] == "swap"
+    _assert_runs_from_zero_to_total(calls, "swap", min_between=2)

@@ -13,7 +13,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from bluegreen import signals
@@ -48,6 +48,7 @@ from bluegreen.lifecycle.results import (
     StageResult,
     StatusResult,
     VerifyResult,
+    WorkTiming,
 )
 from bluegreen.lifecycle.state import (
     AuditEntry,
@@ -57,6 +58,7 @@ from bluegreen.lifecycle.state import (
     StateStore,
     SwapRecord,
     VerifyRecord,
+    in_flight,
     utcnow,
 )
 from bluegreen.lifecycle.target import TargetChoice, choose_target
@@ -65,6 +67,7 @@ from bluegreen.lifecycle.verify_models import VerifyCheck, VerifyReport
 
 ProgressFn = Callable[[str, int, int], None]
 PROGRESS_SAVE_SECONDS = 5.0
+STEP_OTHER_FILES = "other files"  # promote's copy of blue's changed non-database files into green
 KV_KEYS_FILE = "green-kv-keys-at-promote.txt"
 CHECK_BLUE_UNCHANGED = "blue_unchanged_since_stage"
 CHECK_NODE_COMPAT = "node_library_reads_green"
@@ -289,20 +292,61 @@ NEXT_STEP = {
 }
 
 
-def _progress_saver(store: StateStore, state: StagingState, user: ProgressFn | None) -> ProgressFn:
+def _progress_saver(store: StateStore, state: StagingState, user: ProgressFn | None,
+                    command_name: str = "stage") -> ProgressFn:
+    """Wrap `user`: keep the latest progress in the state and save it every few seconds (and at each step's
+    start and end), so `upgrade status` can show it with an ETA while the command runs."""
     started = utcnow()
     last = [0.0]
+    step_start: dict[str, datetime] = {}
 
     def report(step: str, done: int, total: int) -> None:
         now = time.monotonic()
-        state.progress = Progress(step=step, done=done, total=total, started_at=started, updated_at=utcnow())
-        if now - last[0] >= PROGRESS_SAVE_SECONDS or done == total:
+        at = utcnow()
+        new_step = step not in step_start
+        step_started = step_start.setdefault(step, at)
+        state.progress = Progress(step=step, done=done, total=total, started_at=started, updated_at=at,
+                                  step_started_at=step_started, command=command_name)
+        if now - last[0] >= PROGRESS_SAVE_SECONDS or done == total or new_step:
             last[0] = now
             store.save(state)
         if user:
             user(step, done, total)
 
     return report
+
+
+# The steps each command reports, in order: status says "step k of n" beside the ETA of the current step.
+# (No ETA over the whole command: the later steps' sizes are unknown until they start, and their shares
+# measured on generated nodes, e.g. no data feeds at all, would not transfer to a mainnet node.)
+COMMAND_STEPS: dict[str, tuple[str, ...]] = {
+    "stage": ("snapshot sqlite", "snapshot files", "quick_check", "schema steps", "units", "data_feeds"),
+    "verify": ("integrity_check", "foreign_key_check (blue)", "foreign_key_check", "row_counts", "kv_units",
+               "kv_data_feeds", "balls"),
+    "promote": (STEP_OTHER_FILES, greendiff.STEP_ROW_COUNTS, greendiff.STEP_KV_KEYS,
+                ownership.STEP_OWNERSHIP, swapmod.STEP_SWAP),
+    "rollback": (greendiff.STEP_ROW_COUNTS, greendiff.STEP_KV_KEYS, ownership.STEP_OWNERSHIP, swapmod.STEP_SWAP),
+}
+
+
+def step_position(p: Progress) -> tuple[int, int] | None:
+    """(k, n): the reported step is the k-th of the n steps its command reports, when known."""
+    steps = COMMAND_STEPS.get(p.command or "", ())
+    return (steps.index(p.step) + 1, len(steps)) if p.step in steps else None
+
+
+def progress_eta(p: Progress, now: datetime | None = None) -> float | None:
+    """Seconds left in the reported step at the rate so far (None when there is no rate yet)."""
+    start = p.step_started_at or p.started_at
+    spent = (p.updated_at - start).total_seconds()
+    if p.total <= 0 or p.done <= 0 or spent <= 0:
+        return None
+    if p.done >= p.total:
+        return 0.0
+    left = (p.total - p.done) * spent / p.done
+    # The record is as old as its last save: time passed since then is already spent.
+    since = ((now or utcnow()) - p.updated_at).total_seconds()
+    return max(0.0, left - max(0.0, since))
 
 
 # ---------------------------------------------------------------- stage
@@ -467,6 +511,7 @@ def _stage_snapshot(lay: Layout, store: StateStore, state: StagingState, choice:
     for sub in (lay.work_dir, lay.reports_dir, lay.green_dir):
         _rmtree(sub)
     store.transition(state, Phase.SNAPSHOTTING, f"snapshot of {lay.data_dir} (version {version})")
+    progress = _progress_saver(store, state, progress)  # status shows the copy's progress too
     try:
         snap = snapshot.take_snapshot(lay, progress)
     except BaseException as exc:
@@ -724,8 +769,10 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
             warnings.append("the node is running: verify reads blue while it may change, so blue-vs-green "
                             "comparisons can be inconsistent; stop the node for a reliable report:\n"
                             + usage.describe())
+        verify_started = utcnow()
         report = verify_green(lay.data_dir, lay.green_dir, target_version=state.target_version, sample=sample,
-                              genesis_unit=genesis_unit or state.genesis_unit, progress=progress)
+                              genesis_unit=genesis_unit or state.genesis_unit,
+                              progress=_progress_saver(store, state, progress, "verify"))
         checks = list(report.checks)
         checks.append(VerifyCheck(
             name=CHECK_BLUE_UNCHANGED, passed=not drift,
@@ -756,7 +803,8 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
         # Fingerprint after the checks: verify itself may add files to green (rocksdict writes OPTIONS).
         state.green_fingerprint_verified = fpmod.take(lay.green_dir)
         state.last_verify = VerifyRecord(report_path=path, passed=report.passed, finished_at=report.finished_at,
-                                         sample=sample, failed_checks=[c.name for c in report.failed_checks()])
+                                         sample=sample, failed_checks=[c.name for c in report.failed_checks()],
+                                         started_at=verify_started)
         to = Phase.VERIFIED if report.passed else Phase.MIGRATED
         store.transition(state, to, f"verify {'passed' if report.passed else 'FAILED'}: {path.name}")
         failed = ", ".join(c.name for c in report.failed_checks())
@@ -781,11 +829,11 @@ _CANNOT_RENAME = (errno.EPERM, errno.EACCES, errno.EROFS, errno.EXDEV, errno.EBU
 
 
 def _swap_or_refuse(op: str, lay: Layout, store: StateStore, state: StagingState, incoming: Path, outgoing: Path,
-                    back: Phase) -> swapmod.SwapOutcome:
+                    back: Phase, progress: ProgressFn | None = None) -> swapmod.SwapOutcome:
     """The swap; when the kernel refuses a rename, undo what moved and refuse clearly (state back to `back`)."""
     try:
         return swapmod.swap(op, lay.data_dir, incoming, outgoing, lay.swap_journal, lay.exclude,
-                            lay.data_is_mountpoint)
+                            lay.data_is_mountpoint, progress)
     except OSError as exc:
         if exc.errno not in _CANNOT_RENAME or not lay.swap_journal.exists():
             raise
@@ -803,11 +851,14 @@ def _swap_or_refuse(op: str, lay: Layout, store: StateStore, state: StagingState
         ) from exc
 
 
-def _sync_other_files(lay: Layout, state: StagingState, blue_now: fpmod.Fingerprint) -> tuple[list[str], list[str]]:
+def _sync_other_files(lay: Layout, state: StagingState, blue_now: fpmod.Fingerprint,
+                      progress: ProgressFn | None = None) -> tuple[list[str], list[str]]:
     """Copy blue's changed non-database files into green (a conf.json edit since stage survives)."""
     assert state.blue_fingerprint is not None
     changed, removed = fpmod.changed_other_files(state.blue_fingerprint, blue_now)
-    for rel in changed:
+    for i, rel in enumerate(changed):
+        if progress:
+            progress(STEP_OTHER_FILES, i, len(changed) + len(removed))
         dst = lay.green_dir / rel
         tmp = dst.with_name(dst.name + ".bluegreen-tmp")
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -820,11 +871,16 @@ def _sync_other_files(lay: Layout, state: StagingState, blue_now: fpmod.Fingerpr
         if (lay.green_dir / rel).exists():
             (lay.green_dir / rel).unlink()
             fsync_dir((lay.green_dir / rel).parent)
+    if progress:
+        progress(STEP_OTHER_FILES, len(changed) + len(removed), len(changed) + len(removed))
     return changed, removed
 
 
-def promote(data_dir: Path | None = None, staging_dir: Path | None = None) -> PromoteResult:
-    """Swap green in as the live data dir (blue kept in the staging area for rollback)."""
+def promote(data_dir: Path | None = None, staging_dir: Path | None = None, *,
+            progress: ProgressFn | None = None) -> PromoteResult:
+    """Swap green in as the live data dir (blue kept in the staging area for rollback).
+
+    progress(step, done, total) for its long parts: other files, row counts, kv keys, ownership, swap."""
     lay = layoutmod.resolve(data_dir, staging_dir)
     if not lay.staging_dir.exists():
         raise PreflightError("nothing is staged", "run `upgrade stage` first")
@@ -860,20 +916,24 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None) -> Pr
         noderunning.ensure_stopped(lay.data_dir, lay.exclude)
         owners = ownership.preflight_blue(lay.data_dir, lay.exclude)
         ownership.ensure_can_apply(lay.green_dir, owners)  # refuse before changing anything
-        copied, removed = _sync_other_files(lay, state, blue_now)
+        began = utcnow()  # the baselines below are the promote's work too (status counts them in PROMOTING)
+        saver = _progress_saver(store, state, progress, "promote")  # the swap itself: not saved (no write then)
+        copied, removed = _sync_other_files(lay, state, blue_now, saver)
         # Baseline for rollback: what green holds at the moment it goes live.
-        state.green_row_counts_promoted = greendiff.row_counts(lay.green_dir / lay.db_name)
+        state.green_row_counts_promoted = greendiff.row_counts(lay.green_dir / lay.db_name, saver)
         state.green_kv_keys_promoted = greendiff.save_kv_keys(lay.green_dir / "rocksdb", lay.work_dir / "kv-probe",
-                                                              lay.work_dir / KV_KEYS_FILE)
+                                                              lay.work_dir / KV_KEYS_FILE, saver)
         ownership.save(owners, lay.work_dir / ownership.RECORD_NAME)  # rollback checks the old blue against it
-        ownership.apply(lay.green_dir, owners)  # green becomes the data dir: blue's owners and modes
+        ownership.apply(lay.green_dir, owners, progress=saver)  # green becomes the data dir: blue's owners
         state.green_fingerprint_promoted = fpmod.take(lay.green_dir)
         # What rollback may swap back in: blue exactly as it is set aside (renames keep inodes and mtimes).
         state.blue_previous_record = setaside.record(lay.data_dir, utcnow(), lay.exclude)
         state.green_unique_changes = None  # green goes live: whatever it holds is the live data again
-        store.transition(state, Phase.PROMOTING, f"swapping {lay.green_dir} into {lay.data_dir}")
+        store.transition(state, Phase.PROMOTING, f"swapping {lay.green_dir} into {lay.data_dir}",
+                         work_started_at=began)
         killpoint("promote.before_swap")
-        outcome = _swap_or_refuse("promote", lay, store, state, lay.green_dir, lay.previous_dir, Phase.VERIFIED)
+        outcome = _swap_or_refuse("promote", lay, store, state, lay.green_dir, lay.previous_dir, Phase.VERIFIED,
+                                  progress)
         killpoint("promote.after_swap")
         state.last_swap = SwapRecord(op="promote", mechanism=outcome.mechanism, at=utcnow())
         store.transition(state, Phase.PROMOTED, f"swap by {outcome.mechanism}")
@@ -923,8 +983,12 @@ def _check_blue_previous(lay: Layout, state: StagingState) -> None:
     )
 
 
-def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, force: bool = False) -> RollbackResult:
-    """Swap the old blue back in; refuses (unless `force`) when the node wrote to green since promote."""
+def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, force: bool = False,
+             progress: ProgressFn | None = None) -> RollbackResult:
+    """Swap the old blue back in; refuses (unless `force`) when the node wrote to green since promote.
+
+    progress(step, done, total) for its long parts: row counts, kv keys (only when green changed), ownership,
+    swap."""
     lay = layoutmod.resolve(data_dir, staging_dir)
     if not lay.staging_dir.exists():
         raise PreflightError("nothing was promoted: there is no staging area", "no action needed")
@@ -941,21 +1005,26 @@ def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, f
                                  NEXT_STEP[phase])
         _check_blue_previous(lay, state)
         noderunning.ensure_stopped(lay.data_dir, lay.exclude)
+        began = utcnow()  # the comparison below is the rollback's work too (status counts it in ROLLING_BACK)
+        saver = _progress_saver(store, state, progress, "rollback")  # the swap itself: not saved (no write then)
         changes = greendiff.compare(state.green_fingerprint_promoted or fpmod.Fingerprint(),
                                     state.green_row_counts_promoted, lay.work_dir / KV_KEYS_FILE,
-                                    lay.data_dir, lay.db_name, lay.work_dir / "kv-probe")
+                                    lay.data_dir, lay.db_name, lay.work_dir / "kv-probe", saver)
         if changes.changed and not force:
             raise DriftError(
                 "the node wrote to the upgraded data since promote; a rollback would lose:\n" + changes.describe(),
                 "keep the upgraded data (start the node again), or run `upgrade rollback --force` to discard it",
             )
-        restored = ownership.restore_before_rollback(lay.previous_dir, lay.work_dir / ownership.RECORD_NAME)
+        restored = ownership.restore_before_rollback(lay.previous_dir, lay.work_dir / ownership.RECORD_NAME,
+                                                     saver)
         # Saved with the transition, so an interrupted rollback finished by recovery keeps it too.
         state.green_unique_changes = changes if changes.changed else None
         store.transition(state, Phase.ROLLING_BACK,
-                         FORCED_ROLLBACK_NOTE + ":\n" + changes.describe() if changes.changed else "")
+                         FORCED_ROLLBACK_NOTE + ":\n" + changes.describe() if changes.changed else "",
+                         work_started_at=began)
         killpoint("rollback.before_swap")
-        outcome = _swap_or_refuse("rollback", lay, store, state, lay.previous_dir, lay.green_dir, Phase.PROMOTED)
+        outcome = _swap_or_refuse("rollback", lay, store, state, lay.previous_dir, lay.green_dir, Phase.PROMOTED,
+                                  progress)
         killpoint("rollback.after_swap")
         state.last_swap = SwapRecord(op="rollback", mechanism=outcome.mechanism, at=utcnow())
         store.transition(state, Phase.ROLLED_BACK, f"swap by {outcome.mechanism}")
@@ -974,13 +1043,50 @@ def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, f
 # ---------------------------------------------------------------- status / abort
 
 
-def _timings(state: StagingState) -> list[PhaseTiming]:
+def _verify_started_at(lv: VerifyRecord) -> datetime | None:
+    """When the last verify began: recorded in the state, or (older state files) read from its report."""
+    if lv.started_at is not None:
+        return lv.started_at
+    try:
+        return VerifyReport.model_validate_json(Path(lv.report_path).read_bytes()).started_at
+    except (OSError, ValueError):
+        return None
+
+
+def _timings(state: StagingState, running: bool = False,
+             now: datetime | None = None) -> tuple[list[PhaseTiming], list[WorkTiming]]:
+    """Every history entry with its time in the phase, and the work apart from the waits.
+
+    A history entry lasts until the next one, so the time between two commands (the operator reading the
+    stage result before running verify) is a wait, not the duration of anything: only in-flight (-ING) phases
+    and verify runs (from the verify record) are work. An in-flight phase nobody runs any more (killed) ends at
+    the state's last save."""
+    now = now or utcnow()
     out: list[PhaseTiming] = []
+    work: list[WorkTiming] = []
     hist = state.history
     for i, h in enumerate(hist):
-        end = hist[i + 1].at if i + 1 < len(hist) else utcnow()
-        out.append(PhaseTiming(phase=h.to_phase, entered_at=h.at, seconds=(end - h.at).total_seconds()))
-    return out
+        last = i + 1 == len(hist)
+        end = hist[i + 1].at if not last else (now if running or not in_flight(h.to_phase) else state.updated_at)
+        secs = max(0.0, (end - h.at).total_seconds())
+        begin = min(h.work_started_at or h.at, h.at)
+        worked = max(0.0, (end - begin).total_seconds()) if in_flight(h.to_phase) else None
+        out.append(PhaseTiming(phase=h.to_phase, from_phase=h.from_phase, entered_at=h.at, seconds=secs,
+                               work=worked is not None, work_seconds=worked, note=h.note))
+        if worked is not None:
+            work.append(WorkTiming(what=h.to_phase.value, started_at=begin, seconds=worked,
+                                   running=last and running))
+    lv = state.last_verify
+    started = _verify_started_at(lv) if lv is not None else None
+    if lv is not None and started is not None:
+        work.append(WorkTiming(what="VERIFYING", started_at=started,
+                               seconds=max(0.0, (lv.finished_at - started).total_seconds())))
+    p = state.progress
+    if running and p is not None and p.command == "verify":  # a verify runs now (it has no phase of its own)
+        work.append(WorkTiming(what="VERIFYING", started_at=p.started_at,
+                               seconds=max(0.0, (now - p.started_at).total_seconds()), running=True))
+    work.sort(key=lambda w: w.started_at)
+    return out, work
 
 
 def _next_when_nothing_staged(dver: int | None) -> str:
@@ -1057,11 +1163,18 @@ def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> Sta
         nxt = "blue changed since stage: upgrade stage (re-stage), then verify and promote"
     elif state.phase in (Phase.MIGRATED,) and state.last_verify and not state.last_verify.passed:
         nxt = "the last verify failed: read its report; then upgrade abort and upgrade stage"
+    timings, work = _timings(state, running=locked_by is not None)
+    # Progress only while a command runs, or where an interrupted in-flight phase stopped (no stale progress of
+    # work that is over); an ETA only while a command runs: a killed run's record has no rate any more.
+    shown = state.progress if locked_by is not None or in_flight(state.phase) else None
+    eta = progress_eta(shown) if locked_by is not None and shown is not None else None
     return StatusResult(**base, phase=state.phase, staged=True, locked_by_pid=locked_by, recovered=notes,
                         source_version=state.source_version, target_version=state.target_version,
                         target_origin=state.target_origin, state_tool_version=state.tool_version,
-                        data_dir_version=dver, green_version=green_ver, sizes=sizes, progress=state.progress,
-                        timings=_timings(state), last_verify=state.last_verify, last_swap=state.last_swap,
+                        data_dir_version=dver, green_version=green_ver, sizes=sizes, progress=shown,
+                        eta_seconds=eta, eta_at=utcnow() + timedelta(seconds=eta) if eta is not None else None,
+                        step_of=step_position(shown) if shown is not None else None,
+                        timings=timings, work=work, last_verify=state.last_verify, last_swap=state.last_swap,
                         blue_drift=drift, problems=problems, blue_previous_problems=prev_problems,
                         green_unique_changes=unique, node=node, last_error=state.last_error,
                         migration_report=state.migration_report, message=msg, next_step=nxt)

@@ -8,7 +8,9 @@ separately because promote re-copies them instead of refusing."""
 from __future__ import annotations
 
 import os
+import stat
 import struct
+from datetime import datetime, timezone
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -148,42 +150,94 @@ def take(root: Path, exclude: frozenset[str] = frozenset()) -> Fingerprint:
     return fp
 
 
+def _when(ns: int, other_ns: int) -> str:
+    """A file time for people (UTC): the time of day, with the date when the two differ in day, with
+    milliseconds when they fall in the same second."""
+    t, o = (datetime.fromtimestamp(x / 1e9, timezone.utc) for x in (ns, other_ns))
+    text = t.strftime("%H:%M:%S" if t.date() == o.date() else "%Y-%m-%d %H:%M:%S")
+    if ns // 10**9 == other_ns // 10**9:
+        text += f".{ns % 10**9 // 10**6:03d}"
+    return text
+
+
+def _describe_change(x: FileStat, y: FileStat, compare_inode: bool) -> list[str]:
+    what = []
+    if x.size != y.size:
+        what.append(f"size {x.size} -> {y.size} bytes")
+    if x.mtime_ns != y.mtime_ns:
+        what.append(f"modified {_when(x.mtime_ns, y.mtime_ns)} -> {_when(y.mtime_ns, x.mtime_ns)} UTC")
+    if compare_inode and x.inode != y.inode:
+        what.append("replaced by a new file (new inode)")
+    if x.mode != y.mode:
+        what.append(f"permissions {stat.filemode(x.mode)} -> {stat.filemode(y.mode)}")
+    return what
+
+
 def _diff_files(kind: str, a: dict[str, FileStat], b: dict[str, FileStat], compare_inode: bool) -> list[str]:
     out: list[str] = []
     for rel in sorted(set(a) | set(b)):
         if rel not in b:
-            out.append(f"{kind} file removed: {rel}")
+            out.append(f"{kind} file removed: {rel} (was {a[rel].size} bytes)")
         elif rel not in a:
             out.append(f"{kind} file added: {rel} ({b[rel].size} bytes)")
         else:
-            x, y = a[rel], b[rel]
-            what = []
-            if x.size != y.size:
-                what.append(f"size {x.size} -> {y.size}")
-            if x.mtime_ns != y.mtime_ns:
-                what.append("mtime changed")
-            if compare_inode and x.inode != y.inode:
-                what.append("replaced (new inode)")
-            if x.mode != y.mode:
-                what.append(f"mode {oct(x.mode)} -> {oct(y.mode)}")
+            what = _describe_change(a[rel], b[rel], compare_inode)
             if what:
                 out.append(f"{kind} file changed: {rel}: " + ", ".join(what))
     return out
 
 
+# What each SQLite header counter means, for the drift message.
+_HEADER_MEANING = {
+    "change_counter": "the database was written",
+    "page_count": "the file grew or shrank",
+    "schema_cookie": "the schema changed",
+    "user_version": "the schema version changed",
+    "wal_mode": "the journal mode changed",
+}
+
+
+def _describe_wal(a: WalHeader | None, b: WalHeader | None) -> str:
+    if a is None or b is None:
+        return ("SQLite write-ahead log (-wal) " + (f"created ({b.size} bytes)" if b is not None
+                                                    else f"removed (was {a.size} bytes)" if a is not None else ""))
+    what = []
+    if a.size != b.size:
+        what.append(f"size {a.size} -> {b.size} bytes")
+    if a.checkpoint_seq != b.checkpoint_seq:
+        what.append(f"checkpoint sequence {a.checkpoint_seq} -> {b.checkpoint_seq}")
+    if (a.salt1, a.salt2) != (b.salt1, b.salt2):
+        what.append("salts changed (the log was reset after a checkpoint)")
+    return "SQLite write-ahead log (-wal): " + ", ".join(what)
+
+
+def _describe_rocksdb(a: RocksdbInfo | None, b: RocksdbInfo | None) -> str:
+    if a is None or b is None:
+        return "RocksDB " + (f"appeared (CURRENT names {b.manifest_name})" if b is not None
+                             else f"is gone (CURRENT named {a.manifest_name})" if a is not None else "")
+    what = []
+    if a.manifest_name != b.manifest_name:
+        what.append(f"CURRENT names {a.manifest_name} -> {b.manifest_name} (a new manifest: the store was reopened "
+                    "or compacted)")
+    if a.manifest_size != b.manifest_size:
+        what.append(f"{b.manifest_name} size {a.manifest_size} -> {b.manifest_size} bytes (a flush or compaction)")
+    return "RocksDB: " + ", ".join(what)
+
+
 def diff_db(a: Fingerprint, b: Fingerprint, compare_inode: bool = True) -> list[str]:
-    """What changed in the database part from `a` to `b` (empty list = no drift)."""
+    """What changed in the database part from `a` to `b`, one sentence per change (empty list = no drift)."""
     out = _diff_files("database", a.db_files, b.db_files, compare_inode)
     if a.sqlite != b.sqlite and a.sqlite is not None and b.sqlite is not None:
         for field in SqliteHeader.model_fields:
             x, y = getattr(a.sqlite, field), getattr(b.sqlite, field)
             if x != y:
-                out.append(f"SQLite header {field}: {x} -> {y}")
+                if field == "wal_mode":
+                    x, y = ("WAL" if v else "rollback journal" for v in (x, y))
+                out.append(f"SQLite header {field} {x} -> {y} ({_HEADER_MEANING[field]})")
     if a.wal != b.wal:
-        out.append(f"SQLite -wal: {a.wal.model_dump() if a.wal else None} -> {b.wal.model_dump() if b.wal else None}")
+        out.append(_describe_wal(a.wal, b.wal))
     if a.rocksdb != b.rocksdb:
-        out.append(f"RocksDB CURRENT/MANIFEST: {a.rocksdb.model_dump() if a.rocksdb else None} -> "
-                   f"{b.rocksdb.model_dump() if b.rocksdb else None}")
+        out.append(_describe_rocksdb(a.rocksdb, b.rocksdb))
     return out
 
 

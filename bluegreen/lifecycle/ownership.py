@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -25,6 +26,8 @@ from bluegreen.errors import PreflightError
 from bluegreen.lifecycle.verify_models import VerifyCheck
 
 RECORD_NAME = "blue-ownership.json"
+STEP_OWNERSHIP = "ownership"
+PROGRESS_EVERY = 500  # paths between two progress calls
 CAP_CHOWN, CAP_DAC_READ_SEARCH, CAP_FOWNER = 0, 2, 3
 FIRST = 10
 
@@ -191,11 +194,15 @@ def _syncfs(path: Path) -> None:
         os.close(fd)
 
 
-def apply(tree: Path, m: OwnershipMap, exclude: frozenset[str] = frozenset()) -> int:
+def apply(tree: Path, m: OwnershipMap, exclude: frozenset[str] = frozenset(),
+          progress: Callable[[str, int, int], None] | None = None) -> int:
     """Give every path of `tree` its owner/group/mode from `m` (refusing first if we cannot); returns how many
-    paths changed. chown before chmod: chown clears setuid/setgid bits."""
+    paths changed. chown before chmod: chown clears setuid/setgid bits. progress("ownership", paths done, paths
+    to change)."""
     changes = ensure_can_apply(tree, m, exclude)
-    for c in changes:
+    for i, c in enumerate(changes):
+        if progress and i % PROGRESS_EVERY == 0:
+            progress(STEP_OWNERSHIP, i, len(changes))
         p = tree / c.rel if c.rel else tree
         if (c.current.uid, c.current.gid) != (c.wanted.uid, c.wanted.gid):
             os.lchown(p, c.wanted.uid, c.wanted.gid)
@@ -203,6 +210,8 @@ def apply(tree: Path, m: OwnershipMap, exclude: frozenset[str] = frozenset()) ->
             os.chmod(p, c.wanted.mode)
     if changes:
         _syncfs(tree)
+    if progress:
+        progress(STEP_OWNERSHIP, len(changes), len(changes))
     return len(changes)
 
 
@@ -234,11 +243,12 @@ def verify_check(name: str, green: Path, blue: Path, exclude: frozenset[str] = f
                        detail=f"{changed} path(s) given blue's owner/group/mode" if changed else "")
 
 
-def restore_before_rollback(previous: Path, record_path: Path) -> int:
+def restore_before_rollback(previous: Path, record_path: Path,
+                            progress: Callable[[str, int, int], None] | None = None) -> int:
     """The old blue, still in the staging area, checked against the map saved at promote and restored
     where it differs (it should not). Returns how many paths were restored; refuses (PreflightError,
     nothing moved) when this process cannot restore them."""
     m = load(record_path)
     if m is None:  # promoted by a version that kept no map: nothing to compare with
         return 0
-    return apply(previous, m)
+    return apply(previous, m, progress=progress)

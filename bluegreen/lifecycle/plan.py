@@ -148,8 +148,8 @@ def plan(data_dir: Path | None = None, staging_dir: Path | None = None, *,
         warnings.append("the node is running (stage " + ("refuses while a KV store exists)"
                                                         if (lay.data_dir / "rocksdb").is_dir() else
                                                         "copies anyway; stop it before promote)"))
-    rate_note = (f"units / {STAGE_UNITS_PER_SECOND:.0f} units/s, the stage rate measured on a 2-core machine "
-                 "(docs/runbook.md); verify is not estimated")
+    rate_note = (f"units / {STAGE_UNITS_PER_SECOND:.0f} units/s, the stage rate measured on a 2-core machine; "
+                 "verify is not estimated")
     staging_exists = lay.staging_dir.exists()
     msg = (f"plan: {len(steps)} step(s) from version {version} to {target_version}; nothing was written"
            if steps else f"plan: stage would refuse: {choice.refusal}; nothing was written" if refused

@@ -70,11 +70,30 @@ class RollbackResult(CommandResult):
 
 
 class PhaseTiming(BaseModel):
-    """When a phase was entered and how long it lasted (until the next change, or until now)."""
+    """One history entry: when a phase was entered and how long the staging area stayed in it (until the next
+    change, or until now). `work` is true for in-flight phases (SNAPSHOTTING, MIGRATING, PROMOTING, ...), where
+    the tool was working; for the others `seconds` is mostly a wait for the operator's next command."""
 
     phase: Phase
+    from_phase: Phase | None = None
     entered_at: datetime
     seconds: float
+    work: bool = False
+    # In-flight phases: how long their work took, counting what the command did before entering the phase
+    # (promote's and rollback's checks and baselines); None for the others.
+    work_seconds: float | None = None
+    note: str = ""
+
+
+class WorkTiming(BaseModel):
+    """How long one piece of work took: an in-flight phase (SNAPSHOTTING, MIGRATING, PROMOTING, ROLLING_BACK,
+    CLEANING_UP) or a verify run (VERIFYING: verify has no phase of its own). Waits between commands are not
+    work and are not counted here."""
+
+    what: str
+    started_at: datetime
+    seconds: float
+    running: bool = False  # still going (a command holds the lock): `seconds` is so far
 
 
 class StatusResult(CommandResult):
@@ -88,7 +107,12 @@ class StatusResult(CommandResult):
     green_version: int | None = None
     sizes: dict[str, int] = Field(default_factory=dict)
     progress: Progress | None = None
-    timings: list[PhaseTiming] = Field(default_factory=list)
+    # While a command runs: seconds left in its current step at the rate so far, and when that is.
+    eta_seconds: float | None = None
+    eta_at: datetime | None = None
+    step_of: tuple[int, int] | None = None  # the progress step is the k-th of the n steps its command reports
+    timings: list[PhaseTiming] = Field(default_factory=list)  # every history entry, oldest first
+    work: list[WorkTiming] = Field(default_factory=list)  # the working phases and verify runs, with durations
     last_verify: VerifyRecord | None = None
     last_swap: SwapRecord | None = None
     blue_drift: list[str] = Field(default_factory=list)

@@ -52,6 +52,15 @@ class Phase(str, Enum):
 
 
 P = Phase
+# The phases a running command is in (a crash there is recovered): their time is work, not a wait.
+IN_FLIGHT = frozenset({P.SNAPSHOTTING, P.MIGRATING, P.PROMOTING, P.ROLLING_BACK, P.CLEANING_UP})
+
+
+def in_flight(phase: Phase) -> bool:
+    """True for SNAPSHOTTING, MIGRATING, PROMOTING, ROLLING_BACK, CLEANING_UP: a command is working."""
+    return phase in IN_FLIGHT
+
+
 # Allowed transitions, as data. Re-entering SNAPSHOTTING/MIGRATING is a restart or a resume.
 TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     P.NONE: frozenset({P.SNAPSHOTTING, P.ABORTED}),
@@ -79,16 +88,22 @@ class HistoryEntry(BaseModel):
     to_phase: Phase
     note: str = ""
     pid: int | None = None
+    # When the command doing this in-flight phase's work began, if earlier than `at`: promote and rollback check
+    # and record baselines before they enter PROMOTING / ROLLING_BACK (status counts that as the phase's work).
+    work_started_at: datetime | None = None
 
 
 class Progress(BaseModel):
-    """Last progress the engine reported (persisted every few seconds so `status` can show it)."""
+    """Last progress a running command reported (persisted every few seconds so `status` can show it and an
+    ETA). Cleared whenever a phase that is not in flight (-ING) is entered: no stale progress."""
 
     step: str
     done: int
     total: int
-    started_at: datetime
+    started_at: datetime  # when the command began reporting (its first step)
     updated_at: datetime
+    step_started_at: datetime | None = None  # when `step` began (absent in older files): the rate of this step
+    command: str | None = None  # the command reporting (stage, verify, promote, rollback)
 
 
 class SpaceEstimate(BaseModel):
@@ -110,6 +125,7 @@ class VerifyRecord(BaseModel):
     finished_at: datetime
     sample: int | None
     failed_checks: list[str] = Field(default_factory=list)
+    started_at: datetime | None = None  # when that verify began (absent in older files): its duration is work
 
 
 class SwapRecord(BaseModel):
@@ -225,8 +241,11 @@ class StateStore:
         with signals.deferred():
             append_line_durably(self.audit_path, entry.model_dump_json())
 
-    def transition(self, state: StagingState, to: Phase, note: str = "") -> StagingState:
-        """Move `state` to phase `to` (checked against TRANSITIONS), save it, audit it, run the hooks."""
+    def transition(self, state: StagingState, to: Phase, note: str = "",
+                   work_started_at: datetime | None = None) -> StagingState:
+        """Move `state` to phase `to` (checked against TRANSITIONS), save it, audit it, run the hooks.
+
+        `work_started_at`: when the command began the work of the in-flight phase `to` (see HistoryEntry)."""
         frm = state.phase
         if to not in TRANSITIONS[frm]:
             raise PreflightError(
@@ -234,7 +253,10 @@ class StateStore:
                 "run `upgrade status` to see what the next command should be",
             )
         state.phase = to
-        state.history.append(HistoryEntry(at=utcnow(), from_phase=frm, to_phase=to, note=note, pid=os.getpid()))
+        if not in_flight(to):
+            state.progress = None  # the work that reported it is over: status must not show it as running
+        state.history.append(HistoryEntry(at=utcnow(), from_phase=frm, to_phase=to, note=note, pid=os.getpid(),
+                                          work_started_at=work_started_at))
         self.save(state)
         logfile.log.info("phase %s -> %s%s", frm.value, to.value, f": {note}" if note else "")
         self.audit("transition", note, frm, to)

@@ -15,6 +15,7 @@ import ctypes
 import errno
 import os
 import platform
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,6 +30,8 @@ AT_FDCWD = -100
 _SYSCALL_RENAMEAT2 = {"x86_64": 316, "aarch64": 276}
 # Ops/test knob: force the journaled fallback even where RENAME_EXCHANGE works.
 MECHANISM_ENV = "BLUEGREEN_SWAP_MECHANISM"
+STEP_SWAP = "swap"
+Progress = Callable[[str, int, int], None]
 
 
 class SwapJournal(BaseModel):
@@ -96,18 +99,23 @@ def _move(src: Path, dst: Path) -> None:
     os.rename(src, dst)
 
 
-def _run_fallback(j: SwapJournal, exclude: frozenset[str]) -> None:
+def _run_fallback(j: SwapJournal, exclude: frozenset[str], progress: Progress | None = None) -> None:
+    total = len(j.entries_out) + len(j.entries_in) + 1  # every rename, then the fsyncs
     if not j.outgoing.exists():
         j.outgoing.mkdir()
         os.chmod(j.outgoing, os.stat(j.target).st_mode & 0o7777)
         fsync_dir(j.outgoing.parent)
-    for name in j.entries_out:
+    for k, name in enumerate(j.entries_out):
         if not (j.outgoing / name).exists() and os.path.lexists(j.target / name):
             _move(j.target / name, j.outgoing / name)
+        if progress:
+            progress(STEP_SWAP, k + 1, total)
     killpoint(f"{j.op}.swap.fallback_between")  # every old entry moved out, no new one in yet
     for i, name in enumerate(j.entries_in):
         if os.path.lexists(j.incoming / name):
             _move(j.incoming / name, j.target / name)
+        if progress:
+            progress(STEP_SWAP, len(j.entries_out) + i + 1, total)
         if i == 0:
             killpoint(f"{j.op}.swap.fallback_mid")
     # The content now lives in target and outgoing; the emptied incoming dir goes away.
@@ -116,8 +124,12 @@ def _run_fallback(j: SwapJournal, exclude: frozenset[str]) -> None:
 
 
 def swap(op: str, target: Path, incoming: Path, outgoing: Path, journal_path: Path,
-         exclude: frozenset[str] = frozenset(), mountpoint: bool = False) -> SwapOutcome:
-    """Put `incoming`'s content at `target` and `target`'s old content at `outgoing`. Journal left for `finish`."""
+         exclude: frozenset[str] = frozenset(), mountpoint: bool = False,
+         progress: Progress | None = None) -> SwapOutcome:
+    """Put `incoming`'s content at `target` and `target`'s old content at `outgoing`. Journal left for `finish`.
+
+    progress("swap", done, total): one unit per rename of the fallback (plus the final fsyncs); the exchange
+    is a single step."""
     if outgoing.exists():
         raise BluegreenError(f"{outgoing} already exists; a previous swap did not finish cleanly",
                              "run `upgrade status` (it recovers in-flight swaps) and follow its advice")
@@ -129,6 +141,8 @@ def swap(op: str, target: Path, incoming: Path, outgoing: Path, journal_path: Pa
                     started_at=datetime.now(timezone.utc))
     atomic_write_json(journal_path, j.model_dump(mode="json"))
     killpoint(f"{op}.swap.after_journal")
+    if progress:
+        progress(STEP_SWAP, 0, len(j.entries_out) + len(j.entries_in) + 1 if mechanism == "fallback" else 1)
     if mechanism == "exchange":
         try:
             rename_exchange(target, incoming)
@@ -142,8 +156,13 @@ def swap(op: str, target: Path, incoming: Path, outgoing: Path, journal_path: Pa
         killpoint(f"{op}.swap.after_exchange")
         os.rename(incoming, outgoing)  # `incoming` now holds the old content
         _fsync_parents(outgoing)
+        if progress:
+            progress(STEP_SWAP, 1, 1)
     else:
-        _run_fallback(j, exclude)
+        _run_fallback(j, exclude, progress)
+        if progress:
+            total = len(j.entries_out) + len(j.entries_in) + 1
+            progress(STEP_SWAP, total, total)
     return SwapOutcome(op=op, mechanism=j.mechanism, result="completed", recovered=False)
 
 

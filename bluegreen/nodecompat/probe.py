@@ -121,7 +121,9 @@ def _check_inputs(kv_dir: Path | None, sqlite_path: Path | None, node_modules: P
         if not any((base / name / "package.json").is_file() for base in _resolution_dirs(node_modules)):
             raise BadInputError(
                 f"{name} is not installed under {node_modules}",
-                hint="run scripts/build-node-libs, or pass the node_modules of the node's own app dir",
+                hint="pass the node_modules of the node's own app dir (where ocore is installed), or install "
+                     "the node's storage libraries in an empty dir (`npm install level-rocksdb@5.0.0 rocksdb@5.2.1 "
+                     "sqlite3@5.1.7`) and pass its node_modules",
             )
     return node_path
 
