@@ -209,7 +209,8 @@ def _retry_busy(fn: Callable[[], object], counter: list[int]) -> object:
     return fn()
 
 
-def backup_sqlite_online(db_path: Path, dst_path: Path, progress: Progress | None = None) -> tuple[int, OnlinePosition]:
+def backup_sqlite_online(db_path: Path, dst_path: Path, progress: Progress | None = None,
+                         on_read_started: Callable[[], None] | None = None) -> tuple[int, OnlinePosition]:
     """A consistent copy of a database a running node writes to, never blocking its writers for long.
 
     WAL mode (what ocore uses): one read transaction is held on the source for the whole copy, and the
@@ -219,7 +220,10 @@ def backup_sqlite_online(db_path: Path, dst_path: Path, progress: Progress | Non
     does not block WAL writers (it only holds back checkpoints, so the -wal grows during the copy).
     Rollback-journal mode: a held read lock would block the node's commits for the whole copy, and small
     steps without it restart forever, so the copy is one step (-1) in one short read transaction, retried
-    while the node holds its write lock: writers wait at most for one full copy (measured, see the docs)."""
+    while the node holds its write lock: writers wait at most for one full copy (measured, see the docs).
+
+    `on_read_started` runs once the snapshot's read transaction holds (the -wal/-shm our open may create
+    exist by then): stage takes blue's fingerprint there, so any later commit of the node is drift."""
     header = fpmod.read_sqlite_header(db_path)
     if header is None:
         raise SourceDataError(f"{db_path} is not a SQLite database", "check the data dir")
@@ -240,6 +244,8 @@ def backup_sqlite_online(db_path: Path, dst_path: Path, progress: Progress | Non
                 lsm = next(src.execute("SELECT MAX(main_chain_index) FROM units WHERE is_stable=1"))[0]
                 dv = next(src.execute("PRAGMA data_version"))[0]
                 began[0] = time.time()
+                if on_read_started is not None:
+                    on_read_started()
             except BaseException:
                 src.execute("ROLLBACK")
                 raise
@@ -353,7 +359,8 @@ def _fsync_tree(root: Path) -> None:
         fsync_dir(dirpath)
 
 
-def take_snapshot(layout: Layout, progress: Progress | None = None, *, online: bool = False) -> SnapshotReport:
+def take_snapshot(layout: Layout, progress: Progress | None = None, *, online: bool = False,
+                  on_read_started: Callable[[], None] | None = None) -> SnapshotReport:
     """Copy blue into `<staging>/green` (via green.partial). Raises OutOfSpaceError on ENOSPC, cleaning up.
 
     `online`: the node may be writing (pre-31, SQLite only): `backup_sqlite_online`, position recorded."""
@@ -367,7 +374,7 @@ def take_snapshot(layout: Layout, progress: Progress | None = None, *, online: b
         position = None
         if online:
             pages, position = backup_sqlite_online(layout.data_dir / layout.db_name, partial / layout.db_name,
-                                                   progress)
+                                                   progress, on_read_started)
             immutable = False
         else:
             pages, immutable = backup_sqlite(layout.data_dir / layout.db_name, partial / layout.db_name, progress)
