@@ -33,13 +33,15 @@ from bluegreen.formats.networks import Network, detect_network, with_genesis
 from bluegreen.generator.compose import (
     BASE_TIMESTAMP, SECONDS_PER_UNIT, STABILITY_LAG, VOID_STATEMENTS, Generator, sql_date, void_table,
 )
-from bluegreen.generator.model import Dag, Node
+from bluegreen.generator.model import Dag, Node, PlanningError, similar_mcis
 from bluegreen.generator.units import Address, Utxo
 from bluegreen.generator.writer import SqlWriter
 
 MAX_EXTEND_UNITS = 10_000  # one transaction; the planner holds the whole DAG in memory
 BUSY_TIMEOUT_MS = 30_000
 # unit kinds of an extension: mostly witness and user payments, a special every 8th unit
+WINDOW_MCIS = 100  # stable main chain indexes below the stable point loaded with their units
+OUTPUTS_PER_ADDRESS = 20
 EXT_SPECIALS = ["data_feed", "data", "text", "final_bad", "profile", "multi_ehcr", "peer"]
 
 
@@ -62,10 +64,33 @@ class ExtendResult(BaseModel):
     seconds: float
 
 
+def _similar(mci: int) -> list[int]:
+    return similar_mcis(mci) if mci > 0 else []
+
+
+class _WindowMc(list):  # type: ignore[type-arg]
+    """The main chain by index, holding only the indexes the window loaded: reading another one is a bug
+    (a plain list would hand back a wrong node)."""
+
+    MISSING = -1
+
+    def put(self, mci: int, node: int) -> None:
+        """Set the node of `mci`, padding unknown lower indexes."""
+        while len(self) <= mci:
+            self.append(self.MISSING)
+        list.__setitem__(self, mci, node)
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        v = list.__getitem__(self, i)
+        if isinstance(i, int) and v == self.MISSING:
+            raise PlanningError(f"main chain index {i} is outside the loaded window")
+        return v
+
+
 class _Extender(Generator):
     """The generator's composer and planner, started from a database's state instead of a genesis."""
 
-    def __init__(self, conn: apsw.Connection, network: Network, seed: int, start_index: int) -> None:
+    def __init__(self, conn: apsw.Connection, network: Network, seed: int, start_index: int, k: int) -> None:
         writer = SqlWriter(conn)
         super().__init__(writer, n_units=2, schema_version=28, light=False, network=network, seed=seed)
         self.conn = conn
@@ -78,41 +103,60 @@ class _Extender(Generator):
         self.fb_units: dict[int, dict[str, Any]] = {}  # existing unstable final-bad node -> unit object
         self.dag = Dag(STABILITY_LAG, self._ext_on_stable)
         self.peers_added = 0
+        self.k = k
 
     # ----- loading
-    def load(self) -> None:
-        """Read the DAG, the addresses we can author with, and the stable unspent outputs."""
-        conn, b = self.conn, self.b
-        rows = list(conn.execute(
-            "SELECT rowid, unit, level, witnessed_level, best_parent_unit, is_free, is_on_main_chain, "
-            "main_chain_index, latest_included_mc_index, is_stable, sequence, last_ball_unit, version "
-            "FROM units ORDER BY level, rowid"))
-        parents: dict[str, list[str]] = {}
-        for child, parent in conn.execute("SELECT child_unit, parent_unit FROM parenthoods ORDER BY rowid"):
-            parents.setdefault(child, []).append(parent)
-        balls = dict(conn.execute("SELECT unit, ball FROM balls"))
-        genesis = next(r[1] for r in rows if r[1] not in parents)
+    def load(self, genesis: str) -> None:
+        """Read the recent DAG (the window the planner can touch), the addresses we can author with, and
+        their unspent outputs. Bounded: the unstable units, free units, stable units of the last
+        WINDOW_MCIS main chain indexes and their parents, plus the old MC units new skiplists point to."""
+        conn, b, dag = self.conn, self.b, self.dag
         self.genesis = genesis
+        lsm = int(next(conn.execute("SELECT MAX(main_chain_index) FROM units WHERE is_stable=1"))[0])
+        n_unstable = int(next(conn.execute("SELECT COUNT(*) FROM units WHERE is_stable=0"))[0])
+        window_start = max(0, lsm - WINDOW_MCIS)
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS bg_ext_units (unit TEXT PRIMARY KEY)")
+        conn.execute("DELETE FROM temp.bg_ext_units")
+        conn.execute("INSERT OR IGNORE INTO temp.bg_ext_units SELECT unit FROM units WHERE is_stable=0 "
+                     "UNION SELECT unit FROM units WHERE is_free=1 "
+                     "UNION SELECT unit FROM units WHERE is_stable=1 AND main_chain_index >= ?", (window_start,))
+        conn.execute("INSERT OR IGNORE INTO temp.bg_ext_units SELECT parent_unit FROM parenthoods "
+                     "WHERE child_unit IN (SELECT unit FROM temp.bg_ext_units)")
+        # MC units of old indexes that the skiplists of the MCIs this step can stabilize point to
+        needed = sorted({m2 for m in range(lsm + 1, lsm + n_unstable + self.k + STABILITY_LAG + 2)
+                         for m2 in _similar(m) if m2 < window_start})
+        conn.executemany("INSERT OR IGNORE INTO temp.bg_ext_units SELECT unit FROM units WHERE is_on_main_chain=1 "
+                         "AND main_chain_index=?", [(m,) for m in needed])
+        cols = ("SELECT u.rowid, u.unit, level, witnessed_level, best_parent_unit, is_free, is_on_main_chain, "
+                "main_chain_index, latest_included_mc_index, is_stable, sequence, last_ball_unit, version FROM units u ")
+        rows = list(conn.execute(cols + "JOIN temp.bg_ext_units USING(unit) ORDER BY level, u.rowid"))
+        parents: dict[str, list[str]] = {}
+        for child, parent in conn.execute("SELECT child_unit, parent_unit FROM parenthoods "
+                                          "WHERE child_unit IN (SELECT unit FROM temp.bg_ext_units) ORDER BY rowid"):
+            parents.setdefault(child, []).append(parent)
+        balls = dict(conn.execute("SELECT unit, ball FROM balls WHERE unit IN (SELECT unit FROM temp.bg_ext_units)"))
         witness_list = [r[0] for r in conn.execute(
             "SELECT address FROM unit_witnesses WHERE unit=? ORDER BY address", (genesis,))]
         wset = set(witness_list)
         wauthors: dict[str, list[str]] = {}
-        for unit, address in conn.execute("SELECT unit, address FROM unit_authors ORDER BY rowid"):
+        for unit, address in conn.execute("SELECT unit, address FROM unit_authors WHERE unit IN "
+                                          "(SELECT unit FROM temp.bg_ext_units) ORDER BY rowid"):
             if address in wset:
                 wauthors.setdefault(unit, []).append(address)
-        dag = self.dag
         idx: dict[str, int] = {}
-        mc: dict[int, int] = {}
+        mc = _WindowMc()
         for (_rowid, unit, level, wl, bp, is_free, on_mc, mci, limci, is_stable, seq, lbu, _v) in rows:
             i = len(dag.nodes)
             idx[unit] = i
-            n = Node(i, unit, [idx[p] for p in parents.get(unit, [])], tuple(wauthors.get(unit, ())), level, wl,
-                     idx[bp] if bp is not None else None, final_bad=seq == "final-bad", is_free=bool(is_free))
+            # parents / best parent outside the window are stable and never walked into (PlanningError if so)
+            n = Node(i, unit, [idx[p] for p in parents.get(unit, []) if p in idx], tuple(wauthors.get(unit, ())),
+                     level, wl, idx.get(bp) if bp is not None else None, final_bad=seq == "final-bad",
+                     is_free=bool(is_free))
             n.parents = dag.sort_parents(n.parents)
             n.flushed = True
             if on_mc:
                 n.mc_pos = mci
-                mc[mci] = i
+                mc.put(mci, i)
             if is_stable:
                 n.mci, n.limci, n.is_on_mc, n.is_stable, n.ball = mci, limci, bool(on_mc), True, balls.get(unit)
                 self.was_stable.add(i)
@@ -122,16 +166,18 @@ class _Extender(Generator):
                 dag.free.append(i)
                 self.was_free.add(i)
             dag.nodes.append(n)
-        dag.mc = [mc[m] for m in range(len(mc))]
-        dag.last_stable_mci = max(m for m in range(len(mc)) if dag.nodes[mc[m]].is_stable)
-        top = dag.nodes[dag.mc[dag.last_stable_mci]]
-        lbu = next(r[11] for r in rows if r[1] == top.unit)
-        dag.min_retrievable_mci = dag.nodes[idx[lbu]].mci or 0 if lbu is not None else 0
+        dag.mc = mc
+        dag.last_stable_mci = lsm
+        lbu = next(conn.execute("SELECT last_ball_unit FROM units WHERE is_on_main_chain=1 AND main_chain_index=?",
+                                (lsm,)))[0]
+        dag.min_retrievable_mci = int(next(conn.execute(
+            "SELECT IFNULL(main_chain_index, 0) FROM units WHERE unit=?", (lbu,)))[0]) if lbu is not None else 0
         self.loaded = len(dag.nodes)
         self.idx = idx
+        self.mrm_at_load = dag.min_retrievable_mci
         # the version the node composes with now: the one of its newest unit
-        newest = max(rows, key=lambda r: r[0])
-        self.v2_from = 0 if newest[12] == b.v2 else 1 << 62
+        newest = next(conn.execute("SELECT version FROM units ORDER BY rowid DESC LIMIT 1"))[0]
+        self.v2_from = 0 if newest == b.v2 else 1 << 62
         self.schema_version = 28 if self._has_column("units", "timestamp") else 27
         self._load_addresses(witness_list)
         self._load_outputs(idx)
@@ -145,10 +191,10 @@ class _Extender(Generator):
         conn, b = self.conn, self.b
         changed = {r[0] for r in conn.execute("SELECT address FROM address_definition_changes")}
         usable: list[Address] = []
+        # writer.js adds an `addresses` row when an address first reveals its own definition
         for address, definition in conn.execute(
-                "SELECT DISTINCT ua.address, d.definition FROM unit_authors ua JOIN definitions d "
-                "ON d.definition_chash = ua.definition_chash WHERE ua.definition_chash = ua.address "
-                "ORDER BY ua.address"):
+                "SELECT a.address, d.definition FROM addresses a JOIN definitions d ON d.definition_chash = a.address "
+                "ORDER BY a.address"):
             if address in changed:
                 continue
             d = js_parse(definition)
@@ -164,26 +210,30 @@ class _Extender(Generator):
         b.pool = {}
         b.asset_holders = {}
         b.user_addresses = frozenset(a.address for a in b.users)
+        # the oracle: the author of the newest data feed (scanned from the end, not counted over all messages)
         feeders = list(conn.execute(
-            "SELECT ua.address, COUNT(*) c FROM messages m JOIN unit_authors ua USING(unit) WHERE m.app='data_feed' "
-            "GROUP BY ua.address ORDER BY c DESC, ua.address LIMIT 1"))
+            "SELECT ua.address FROM (SELECT unit FROM messages WHERE app='data_feed' ORDER BY rowid DESC LIMIT 1) m "
+            "JOIN unit_authors ua USING(unit) ORDER BY ua.address LIMIT 1"))
         b.oracle = b.by_address.get(feeders[0][0], b.users[0]) if feeders else b.users[0]
-        b.feed_counter = int(next(conn.execute("SELECT COUNT(*) FROM messages WHERE app='data_feed'"))[0])
+        b.feed_counter = int(next(conn.execute("SELECT IFNULL(MAX(rowid), 0) FROM data_feeds"))[0])
 
     def _load_outputs(self, idx: dict[str, int]) -> None:
         """Unspent base outputs of our addresses: stable ones spendable now, unstable ones once stable."""
         b = self.b
-        for unit, mi, oi, amount, address, is_stable in self.conn.execute(
-                "SELECT o.unit, o.message_index, o.output_index, o.amount, o.address, u.is_stable FROM outputs o "
-                "JOIN units u USING(unit) WHERE o.is_spent=0 AND o.asset IS NULL AND u.sequence='good' "
-                "ORDER BY u.rowid, o.message_index, o.output_index"):
-            if address not in b.by_address:
-                continue
-            u = Utxo(unit, mi, oi, amount, address)
-            if is_stable:
-                b.add_utxo(u)
-            else:
-                self.unstable_outputs.setdefault(unit, []).append(u)
+        # per address, its oldest OUTPUTS_PER_ADDRESS unspent stable outputs (index outputsByAddressSpent):
+        # enough for one step, without reading every unspent output of the node
+        for a in sorted(b.by_address):
+            for unit, mi, oi, amount, address in self.conn.execute(
+                    "SELECT o.unit, o.message_index, o.output_index, o.amount, o.address FROM outputs o "
+                    "JOIN units u USING(unit) WHERE o.address=? AND o.is_spent=0 AND o.asset IS NULL "
+                    "AND u.sequence='good' AND u.is_stable=1 ORDER BY o.rowid LIMIT ?", (a, OUTPUTS_PER_ADDRESS)):
+                b.add_utxo(Utxo(unit, mi, oi, amount, address))
+        for unit, mi, oi, amount, address in self.conn.execute(
+                "SELECT o.unit, o.message_index, o.output_index, o.amount, o.address FROM outputs o "
+                "JOIN units u USING(unit) WHERE u.is_stable=0 AND o.is_spent=0 AND o.asset IS NULL "
+                "AND u.sequence='good' ORDER BY u.rowid, o.message_index, o.output_index"):
+            if address in b.by_address:
+                self.unstable_outputs.setdefault(unit, []).append(Utxo(unit, mi, oi, amount, address))
         # recent good single-author spends: what a double spend (final-bad) can conflict with
         for src_unit, mi, oi, amount, address, spender in self.conn.execute(
                 "SELECT i.src_unit, i.src_message_index, i.src_output_index, o.amount, o.address, i.unit "
@@ -192,7 +242,7 @@ class _Extender(Generator):
                 "WHERE i.type='transfer' AND i.asset IS NULL AND i.is_unique=1 AND u.sequence='good' "
                 "AND (SELECT COUNT(*) FROM unit_authors a WHERE a.unit=i.unit)=1 "
                 "ORDER BY i.rowid DESC LIMIT 64"):
-            if address in b.by_address:
+            if address in b.by_address and spender in idx:
                 self.spent_by.insert(0, (Utxo(src_unit, mi, oi, amount, address), idx[spender]))
 
     def _load_unstable_final_bad(self, idx: dict[str, int]) -> None:
@@ -308,9 +358,10 @@ class _Extender(Generator):
     def _void_below_min_retrievable(self) -> int:
         conn = self.conn
         rows = list(conn.execute(
-            "SELECT rowid, unit, main_chain_index FROM units WHERE sequence='final-bad' AND is_stable=1 "
-            "AND main_chain_index < ? AND unit NOT IN (SELECT unit FROM archived_joints) ORDER BY rowid",
-            (self.dag.min_retrievable_mci,)))
+            # only the range min_retrievable_mci moved over in this step (everything below was voided before)
+            "SELECT rowid, unit, main_chain_index FROM units WHERE is_stable=1 AND main_chain_index >= ? "
+            "AND main_chain_index < ? AND sequence='final-bad' AND unit NOT IN (SELECT unit FROM archived_joints) "
+            "ORDER BY rowid", (self.mrm_at_load, self.dag.min_retrievable_mci)))
         if not rows:
             return 0
         reader = UnitChunkReader(conn, chunk_size=1)
@@ -373,14 +424,16 @@ def extend_node_dir(data_dir: Path, *, units: int, seed: int = 1,
                                 "extend a node generated with --version 6..29")
         conn.execute("BEGIN IMMEDIATE")  # the write lock first: everything read below stays true until COMMIT
         try:
-            versions = [r[0] for r in conn.execute("SELECT DISTINCT version FROM units")]
+            versions = [r[0] for r in conn.execute(  # the oldest and newest units name the network
+                "SELECT DISTINCT version FROM (SELECT version FROM units WHERE rowid IN "
+                "(SELECT MIN(rowid) FROM units UNION SELECT MAX(rowid) FROM units))")]
             before, max_before = next(conn.execute("SELECT COUNT(*), MAX(rowid) FROM units"))
             genesis = next(conn.execute("SELECT unit FROM units ORDER BY rowid LIMIT 1"))[0]
             net = with_genesis(detect_network(versions), genesis)
-            ext = _Extender(conn, net, 0, int(max_before) + 1)
+            ext = _Extender(conn, net, 0, int(max_before) + 1, units)
             ext.rng = random.Random(f"extend-{seed}-{before}-{max_before}")
             ext.b.rng = ext.rng
-            ext.load()
+            ext.load(genesis)
             kinds = ext.extend(units)
             voided = ext.write()
             after, max_rowid = next(conn.execute("SELECT COUNT(*), MAX(rowid) FROM units"))

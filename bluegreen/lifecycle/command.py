@@ -382,12 +382,12 @@ def _stage_snapshot(lay: Layout, store: StateStore, state: StagingState, target_
     store.transition(state, Phase.SNAPSHOTTING, f"snapshot of {lay.data_dir} (version {version})")
     try:
         def fingerprint_at_snapshot() -> None:
-            # online: blue as of the snapshot's read transaction (after our open made its -wal/-shm), so any
-            # commit of the node after the snapshot is drift that promote refuses
+            # online: blue just before the snapshot's read transaction (after our open made its -wal/-shm), so
+            # any commit of the node after the snapshot is drift that promote refuses
             state.blue_fingerprint = fpmod.take(lay.data_dir, lay.exclude)
 
         snap = snapshot.take_snapshot(lay, progress, online=online,
-                                      on_read_started=fingerprint_at_snapshot if online else None)
+                                      before_snapshot=fingerprint_at_snapshot if online else None)
         state.online_position = snap.online
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):

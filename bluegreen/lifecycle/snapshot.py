@@ -210,7 +210,7 @@ def _retry_busy(fn: Callable[[], object], counter: list[int]) -> object:
 
 
 def backup_sqlite_online(db_path: Path, dst_path: Path, progress: Progress | None = None,
-                         on_read_started: Callable[[], None] | None = None) -> tuple[int, OnlinePosition]:
+                         before_snapshot: Callable[[], None] | None = None) -> tuple[int, OnlinePosition]:
     """A consistent copy of a database a running node writes to, never blocking its writers for long.
 
     WAL mode (what ocore uses): one read transaction is held on the source for the whole copy, and the
@@ -222,8 +222,10 @@ def backup_sqlite_online(db_path: Path, dst_path: Path, progress: Progress | Non
     steps without it restart forever, so the copy is one step (-1) in one short read transaction, retried
     while the node holds its write lock: writers wait at most for one full copy (measured, see the docs).
 
-    `on_read_started` runs once the snapshot's read transaction holds (the -wal/-shm our open may create
-    exist by then): stage takes blue's fingerprint there, so any later commit of the node is drift."""
+    `before_snapshot` runs just before the snapshot's read transaction begins (after the -wal/-shm our
+    open may create exist): stage takes blue's fingerprint there, so every commit of the node after it is
+    drift (one landing between the fingerprint and the snapshot is in green and still counts as drift:
+    promote refuses, which is the safe side)."""
     header = fpmod.read_sqlite_header(db_path)
     if header is None:
         raise SourceDataError(f"{db_path} is not a SQLite database", "check the data dir")
@@ -233,19 +235,29 @@ def backup_sqlite_online(db_path: Path, dst_path: Path, progress: Progress | Non
     src = open_source(db_path, False)  # never immutable: the node writes meanwhile
     try:
         src.set_busy_timeout(0)  # we retry ourselves, with pauses the node's writer can use
-
         began = [0.0]
+
+        def read(sql: str) -> tuple:  # type: ignore[type-arg]
+            return tuple(next(src.execute(sql)))
+
+        # A first short read creates the -wal/-shm a read-only open may add; then, holding NO lock, the
+        # fingerprint and the header. Never open blue's files in this process while the snapshot's read
+        # transaction is held: closing any fd of a file drops every POSIX lock this process has on it
+        # (SQLite's own read lock included), and the node could then commit in the middle of the copy.
+        _retry_busy(lambda: read("SELECT COUNT(*) FROM sqlite_master"), busy)
+        if before_snapshot is not None:
+            before_snapshot()
+        counter = fpmod.read_sqlite_header(db_path)
+        wal_bytes = wal.stat().st_size if wal.exists() else 0
 
         def begin() -> tuple[int, int, int | None, int]:
             src.execute("BEGIN")
             try:
                 # the first read starts the read transaction: its snapshot is the copy's
-                rowid, count = next(src.execute("SELECT IFNULL(MAX(rowid), 0), COUNT(*) FROM units"))
-                lsm = next(src.execute("SELECT MAX(main_chain_index) FROM units WHERE is_stable=1"))[0]
-                dv = next(src.execute("PRAGMA data_version"))[0]
+                rowid, count = read("SELECT IFNULL(MAX(rowid), 0), COUNT(*) FROM units")
+                lsm = read("SELECT MAX(main_chain_index) FROM units WHERE is_stable=1")[0]
+                dv = read("PRAGMA data_version")[0]
                 began[0] = time.time()
-                if on_read_started is not None:
-                    on_read_started()
             except BaseException:
                 src.execute("ROLLBACK")
                 raise
@@ -257,8 +269,6 @@ def backup_sqlite_online(db_path: Path, dst_path: Path, progress: Progress | Non
         try:
             if wal_mode:
                 rowid, count, lsm, dv = _retry_busy(begin, busy)  # type: ignore[misc]
-                counter = fpmod.read_sqlite_header(db_path)
-                wal_bytes = wal.stat().st_size if wal.exists() else 0
                 try:
                     with dst.backup("main", src, "main") as b:
                         while not b.done:
@@ -283,8 +293,6 @@ def backup_sqlite_online(db_path: Path, dst_path: Path, progress: Progress | Non
                     finally:
                         src.execute("COMMIT")
 
-                counter = fpmod.read_sqlite_header(db_path)
-                wal_bytes = 0
                 pages, (rowid, count, lsm, dv) = _retry_busy(one_shot, busy)  # type: ignore[misc]
                 steps = 1
                 method = "one-step"
@@ -360,7 +368,7 @@ def _fsync_tree(root: Path) -> None:
 
 
 def take_snapshot(layout: Layout, progress: Progress | None = None, *, online: bool = False,
-                  on_read_started: Callable[[], None] | None = None) -> SnapshotReport:
+                  before_snapshot: Callable[[], None] | None = None) -> SnapshotReport:
     """Copy blue into `<staging>/green` (via green.partial). Raises OutOfSpaceError on ENOSPC, cleaning up.
 
     `online`: the node may be writing (pre-31, SQLite only): `backup_sqlite_online`, position recorded."""
@@ -374,7 +382,7 @@ def take_snapshot(layout: Layout, progress: Progress | None = None, *, online: b
         position = None
         if online:
             pages, position = backup_sqlite_online(layout.data_dir / layout.db_name, partial / layout.db_name,
-                                                   progress, on_read_started)
+                                                   progress, before_snapshot)
             immutable = False
         else:
             pages, immutable = backup_sqlite(layout.data_dir / layout.db_name, partial / layout.db_name, progress)

@@ -123,8 +123,8 @@ class OnlinePosition(BaseModel):
     units: int
     last_stable_mci: int | None
     data_version: int  # PRAGMA data_version of the snapshot connection (changes when another connection commits)
-    header_change_counter: int  # file change counter in blue's header at the snapshot (not bumped by WAL commits)
-    wal_bytes: int  # size of blue's -wal when the snapshot's read transaction began
+    header_change_counter: int  # blue's header file change counter just before the snapshot (WAL commits do not bump it)
+    wal_bytes: int  # size of blue's -wal just before the snapshot's read transaction began
     steps: int
     busy_retries: int
     began_at_unix: float  # the read transaction began (the snapshot's moment)
