@@ -19,6 +19,7 @@ from bluegreen.errors import DriftError, PreflightError, VerificationFailed
 from bluegreen.generator import generate_node_dir
 from bluegreen.lifecycle import command, snapshot
 from bluegreen.lifecycle.state import StateStore
+from test_lifecycle_support import cli_json
 
 REPO = Path(__file__).resolve().parent.parent
 WRITER = """
@@ -122,6 +123,9 @@ def test_online_stage_refused_for_kv_sources(tmp_path: Path) -> None:
     with pytest.raises(PreflightError) as e:
         command.stage(stuck.out, online=True)
     assert "KV store in use" in e.value.message and "stopped first" in (e.value.hint or "")
+    assert not (tmp_path / "stuck.bluegreen").exists()
+    rc, err = cli_json("stage", "--online", "--data-dir", str(stuck.out))  # the CLI flag, exit code 3
+    assert rc == PreflightError.exit_code and err["error"] == "PreflightError" and "--online" in err["message"]
     assert not (tmp_path / "stuck.bluegreen").exists()
     # a v31 source (staged and promoted with the node stopped), upgraded further online: refused
     g = generate_node_dir(tmp_path / "v31", units=200, version=28, seed=2)

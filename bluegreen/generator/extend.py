@@ -2,7 +2,8 @@
 would store them, in one SQLite transaction per call, so a concurrent reader always sees a whole node.
 
 Per call (`extend_node_dir`):
-- the DAG is loaded from the database (units, parenthoods, balls, authors) into the generator's planner;
+- a bounded window of the DAG is loaded from the database (unstable and free units, the last WINDOW_MCIS
+  stable MCIs and their parents, the old MC units new skiplists point to) into the generator's planner;
 - K new units are composed on top of the current free units (payments from stable unspent outputs of
   revealed single-signature addresses, data feeds, data, text, profiles, double spends that end final-bad);
 - their `units` rows are inserted at arrival (rowids in arrival order, as writer.js does); units that
