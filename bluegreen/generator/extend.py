@@ -230,9 +230,10 @@ class _Extender(Generator):
                     "AND u.sequence='good' AND u.is_stable=1 ORDER BY o.rowid LIMIT ?", (a, OUTPUTS_PER_ADDRESS)):
                 b.add_utxo(Utxo(unit, mi, oi, amount, address))
         for unit, mi, oi, amount, address in self.conn.execute(
-                "SELECT o.unit, o.message_index, o.output_index, o.amount, o.address FROM outputs o "
-                "JOIN units u USING(unit) WHERE u.is_stable=0 AND o.is_spent=0 AND o.asset IS NULL "
-                "AND u.sequence='good' ORDER BY u.rowid, o.message_index, o.output_index"):
+                # units first (byStableMci), not every 'good' unit by bySequence: O(unstable), not O(units)
+                "SELECT o.unit, o.message_index, o.output_index, o.amount, o.address FROM units u CROSS JOIN "
+                "outputs o ON o.unit=u.unit WHERE u.is_stable=0 AND +u.sequence='good' AND o.is_spent=0 "
+                "AND o.asset IS NULL ORDER BY u.rowid, o.message_index, o.output_index"):
             if address in b.by_address:
                 self.unstable_outputs.setdefault(unit, []).append(Utxo(unit, mi, oi, amount, address))
         # recent good single-author spends: what a double spend (final-bad) can conflict with
