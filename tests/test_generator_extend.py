@@ -120,3 +120,19 @@ def test_cli_extends_and_refuses_what_it_cannot_continue(base: Path, tmp_path: P
     light = generate_node_dir(tmp_path / "light", units=120, version=28, light=True)
     with pytest.raises(BadInputError, match="light"):
         extend_node_dir(light.out, units=3)
+
+
+@pytest.mark.parametrize("version,network", [(16, "devnet"), (6, "testnet")])
+def test_many_small_steps_on_old_schemas_stay_sound(tmp_path: Path, version: int, network: str) -> None:
+    """Schemas without units.timestamp (< 28) or unit_authors._mci (< 16); 40 steps of 1..50 units."""
+    import random
+
+    g = generate_node_dir(tmp_path / "n", units=150, version=version, network=network, seed=version)
+    rng = random.Random(version)
+    results = [extend_node_dir(g.out, units=rng.randint(1, 50), seed=i) for i in range(40)]
+    assert sum(r.voided for r in results) > 0 and results[-1].last_stable_mci > g.last_stable_mci
+    assert one(g.db_path, "PRAGMA user_version") == version
+    assert one(g.db_path, "PRAGMA integrity_check") == "ok" and rows(g.db_path, "PRAGMA foreign_key_check") == []
+    command.stage(g.out)
+    v = command.verify(g.out)
+    assert v.passed, [c for c in v.report.checks if not c.passed] if v.report else v

@@ -253,18 +253,31 @@ class _Extender(Generator):
             "SELECT rowid FROM units WHERE sequence='final-bad' AND is_stable=0 ORDER BY rowid")]
         if not rowids:
             return
-        reader = UnitChunkReader(self.conn, chunk_size=1)
-        ctx = ReadContext(network=self.network, min_retrievable_mci=self.dag.min_retrievable_mci)
         for rowid in rowids:
-            chunk = reader.read(rowid - 1)
-            assert chunk is not None
-            joint = build_joint(chunk.units[0], chunk, ctx)
-            unit = joint["unit"]
-            unit.pop("main_chain_index", None)
+            unit = self._unit_object(rowid)
             if get_unit_hash(unit, self.network) != unit["unit"]:
                 raise BadInputError(f"final-bad unit {unit['unit']} does not hash to its id",
                                     "extend only continues a sound node (stage + verify it first)")
             self.fb_units[idx[unit["unit"]]] = unit
+
+    def _unit_object(self, rowid: int) -> dict[str, Any]:
+        """The whole unit object of one existing unit, rebuilt by the engine's joint reader (content rows
+        still present). Schemas before 28 lack `units.timestamp`, which the reader selects: a temp view
+        shadows `units` for the read (version-1 units take their timestamp from creation_date anyway)."""
+        shadow = not self._has_column("units", "timestamp")
+        if shadow:
+            self.conn.execute("CREATE TEMP VIEW units AS SELECT rowid AS rowid, *, 0 AS timestamp FROM main.units")
+        try:
+            chunk = UnitChunkReader(self.conn, chunk_size=1).read(rowid - 1)
+        finally:
+            if shadow:
+                self.conn.execute("DROP VIEW temp.units")
+        assert chunk is not None
+        # min_retrievable_mci 0: read it whole (never as voided)
+        unit = build_joint(chunk.units[0], chunk, ReadContext(network=self.network, min_retrievable_mci=0))["unit"]
+        unit.pop("main_chain_index", None)
+        unit.pop("content_hash", None)
+        return unit
 
     # ----- planner callback
     def _ext_on_stable(self, group: list[Node]) -> None:
@@ -366,17 +379,11 @@ class _Extender(Generator):
             "ORDER BY rowid", (self.mrm_at_load, self.dag.min_retrievable_mci)))
         if not rows:
             return 0
-        reader = UnitChunkReader(conn, chunk_size=1)
-        ctx = ReadContext(network=self.network, min_retrievable_mci=0)  # read it whole, before voiding
         archived = []
         for rowid, unit, mci in rows:
             node_unit = self.final_bad_units.get(self.idx.get(unit, -1)) if unit in self.idx else None
             if node_unit is None:
-                chunk = reader.read(rowid - 1)
-                assert chunk is not None
-                obj = build_joint(chunk.units[0], chunk, ctx)["unit"]
-                obj.pop("main_chain_index", None)
-                obj.pop("content_hash", None)
+                obj = self._unit_object(rowid)
             else:
                 obj = node_unit
             archived.append((unit, "voided", js_stringify({"unit": obj}),
