@@ -17,7 +17,7 @@ app = typer.Typer(add_completion=False, help="Generate an old ocore node data di
 @app.command()
 def generate(
     out: Path | None = typer.Option(None, "--out", help="data dir to create (must not hold a database yet)"),
-    extend: Path | None = typer.Option(None, "--extend", help="existing pre-30 full node data dir to add --units "
+    extend: Path | None = typer.Option(None, "--extend", help="existing pre-31 SQLite-only full node data dir to add --units "
                                                                 "units to (one SQLite transaction)"),
     units: int = typer.Option(2000, "--units", min=1, help="number of units, genesis included (with --extend: "
                                                            "units to add)"),

@@ -415,7 +415,7 @@ def find_db(data_dir: Path) -> Path:
 
 def extend_node_dir(data_dir: Path, *, units: int, seed: int = 1,
                     busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> ExtendResult:
-    """Add `units` units to the pre-31 full node in `data_dir`, in one IMMEDIATE transaction.
+    """Add `units` units to the pre-31 SQLite-only full node in `data_dir`, in one IMMEDIATE transaction.
 
     Safe while other processes read the database (they see the node before or after the whole step) and
     while another writer waits (busy timeout). Deterministic for (database content, seed, units)."""
@@ -428,9 +428,9 @@ def extend_node_dir(data_dir: Path, *, units: int, seed: int = 1,
     try:
         conn.set_busy_timeout(busy_timeout_ms)
         version = int(next(conn.execute("PRAGMA user_version"))[0])
-        if version >= 30:
-            raise BadInputError(f"{db} is at schema version {version}; extend continues versions below 30",
-                                "extend a node generated with --version 6..29")
+        if version >= 31:
+            raise BadInputError(f"{db} is at schema version {version}: its joints live in the KV store; extend "
+                                "continues SQLite-only nodes below 31", "extend a node generated with --version 6..29")
         conn.execute("BEGIN IMMEDIATE")  # the write lock first: everything read below stays true until COMMIT
         try:
             versions = [r[0] for r in conn.execute(  # the oldest and newest units name the network
