@@ -369,7 +369,11 @@ def stage(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = Stag
                                                      help="Devnet: the genesis unit (default: from the data)."),
           to: Optional[int] = To, target_version: Optional[int] = TargetVersion,
           dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; show what stage would do "
-                                       "(the same as `upgrade plan`).")) -> None:
+                                       "(the same as `upgrade plan`)."),
+          online: bool = typer.Option(False, "--online", help="The node may keep running (sources below 31 "
+                                      "without a KV store): copy SQLite in small steps inside one read "
+                                      "transaction and record the snapshot position; promote still needs "
+                                      "the node stopped and blue unchanged.")) -> None:
     """Copy the data dir into the staging area and migrate the COPY to the target version.
 
     The target is --to N, else the schema VERSION of the ocore in the node program found for the data dir
@@ -382,7 +386,7 @@ def stage(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = Stag
     if dry_run:
         _run("plan", as_json, planmod.plan, data_dir=data_dir, staging_dir=staging_dir, target_version=target_version)
     _run("stage", as_json, _stage_remembering, data_dir=data_dir, staging_dir=staging_dir, target_version=target_version,
-         genesis_unit=genesis_unit, progress=None if as_json else Progress())
+         genesis_unit=genesis_unit, progress=None if as_json else Progress(), online=online)
 
 
 @app.command(cls=_Command)

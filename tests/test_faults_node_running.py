@@ -58,3 +58,16 @@ def test_rollback_refuses_while_sqlite_is_held_open(tmp_path: Path) -> None:
     rc, st = cli_json("status", "--data-dir", str(node))
     assert rc == 0 and st["phase"] == "PROMOTED"
     record(tmp_path, "node_running_rollback_sqlite_open")
+
+
+def test_online_stage_proceeds_while_a_pre31_sqlite_node_holds_its_file_open(tmp_path: Path) -> None:
+    """`stage --online`: a running SQLite-only node is expected; blue is only read (same bytes afterwards)."""
+    node = fresh_node(tmp_path, units=120, seed=3)
+    with holding(node / "byteball.sqlite", "sqlite-open") as pid:
+        before = manifest(node)
+        res = command.stage(node, online=True)
+        assert manifest(node) == before
+    assert res.phase.value == "MIGRATED" and res.snapshot is not None and res.snapshot.online is not None
+    assert any("online stage" in w and f"pid {pid}" in w for w in res.warnings), res.warnings
+    assert command.verify(node).passed  # nothing wrote meanwhile: green is blue
+    record(tmp_path, "node_running_stage_online_sqlite_open")

@@ -7,15 +7,20 @@ from pathlib import Path
 import typer
 
 from bluegreen.errors import BluegreenError
+from bluegreen.generator.extend import extend_node_dir
 from bluegreen.generator.nodedir import generate_node_dir
 
-app = typer.Typer(add_completion=False, help="Generate an old ocore node data dir (schema 6..29, or stuck at 30).")
+app = typer.Typer(add_completion=False, help="Generate an old ocore node data dir (schema 6..29, or stuck at 30), "
+                                        "or continue one with --extend.")
 
 
 @app.command()
 def generate(
-    out: Path = typer.Option(..., "--out", help="data dir to create (must not hold a database yet)"),
-    units: int = typer.Option(2000, "--units", min=2, help="number of units, genesis included"),
+    out: Path | None = typer.Option(None, "--out", help="data dir to create (must not hold a database yet)"),
+    extend: Path | None = typer.Option(None, "--extend", help="existing pre-31 SQLite-only full node data dir to add --units "
+                                                                "units to (one SQLite transaction)"),
+    units: int = typer.Option(2000, "--units", min=1, help="number of units, genesis included (with --extend: "
+                                                           "units to add)"),
     version: int = typer.Option(28, "--version", help="schema version (user_version) 6..29"),
     light: bool = typer.Option(False, "--light", help="a light node (byteball-light.sqlite)"),
     network: str = typer.Option("mainnet", "--network", help="mainnet, testnet or devnet"),
@@ -23,8 +28,23 @@ def generate(
     stuck_at_30: bool = typer.Option(False, "--stuck-at-30", help="schema at 30 and a half-filled rocksdb/"),
     json_out: bool = typer.Option(False, "--json", help="print the full summary as JSON"),
 ) -> None:
-    """Generate the data dir and print what was made, with the units/s figure."""
+    """Generate the data dir (or extend one) and print what was made, with the units/s figure."""
     try:
+        if (out is None) == (extend is None):
+            from bluegreen.errors import BadInputError
+            raise BadInputError("give exactly one of --out (a new node) or --extend (an existing one)",
+                                "e.g. --out /tmp/node, or --extend /tmp/node --units 10")
+        if extend is not None:
+            r = extend_node_dir(extend, units=units, seed=seed)
+            if json_out:
+                typer.echo(r.model_dump_json(indent=2))
+            else:
+                typer.echo(f"extended {r.data_dir}: +{r.added_units} units ({r.units_before} -> {r.units_after}, "
+                           f"max rowid {r.max_rowid}) newly_stable={r.newly_stable} voided={r.voided} "
+                           f"peers={r.peers_added} last_stable_mci={r.last_stable_mci} "
+                           f"min_retrievable_mci={r.min_retrievable_mci} time={r.seconds:.3f}s")
+            return
+        assert out is not None
         g = generate_node_dir(out, units=units, version=version, light=light, network=network, seed=seed,
                               stuck_at_30=stuck_at_30)
     except BluegreenError as e:

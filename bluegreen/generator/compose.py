@@ -29,6 +29,34 @@ SPECIALS = [
     "witnessing", "multi_ehcr", "shared_pay", "data_feed",
 ]
 
+# archiving.js 'voided': what a final-bad unit below min_retrievable_mci loses (one parameter: the unit)
+VOID_STATEMENTS = [
+    "DELETE FROM witness_list_hashes WHERE witness_list_unit=?",
+    "DELETE FROM earned_headers_commission_recipients WHERE unit=?",
+    "DELETE FROM authentifiers WHERE unit=?",
+    "UPDATE unit_authors SET definition_chash=NULL WHERE unit=?",
+    "DELETE FROM address_definition_changes WHERE unit=?",
+    "DELETE FROM inputs WHERE unit=?",
+    "DELETE FROM outputs WHERE unit=?",
+    "DELETE FROM spend_proofs WHERE unit=?",
+    "DELETE FROM data_feeds WHERE unit=?",
+    "DELETE FROM poll_choices WHERE unit=?",
+    "DELETE FROM polls WHERE unit=?",
+    "DELETE FROM votes WHERE unit=?",
+    "DELETE FROM attested_fields WHERE unit=?",
+    "DELETE FROM attestations WHERE unit=?",
+    "DELETE FROM asset_metadata WHERE asset=?",
+    "DELETE FROM asset_denominations WHERE asset=?",
+    "DELETE FROM asset_attestors WHERE unit=?",
+    "DELETE FROM assets WHERE unit=?",
+    "DELETE FROM messages WHERE unit=?",
+]
+
+
+def void_table(sql: str) -> str:
+    """The table a VOID_STATEMENTS entry touches."""
+    return sql.split(" FROM ")[1].split()[0] if " FROM " in sql else "unit_authors"
+
 
 def _seq(asset: dict[str, Any]) -> int:
     return asset["seq"]
@@ -574,29 +602,8 @@ class Generator:
         w = self.w
         keys = [(n.unit,) for n in voided]
         w.flush()
-        for sql in [
-            "DELETE FROM witness_list_hashes WHERE witness_list_unit=?",
-            "DELETE FROM earned_headers_commission_recipients WHERE unit=?",
-            "DELETE FROM authentifiers WHERE unit=?",
-            "UPDATE unit_authors SET definition_chash=NULL WHERE unit=?",
-            "DELETE FROM address_definition_changes WHERE unit=?",
-            "DELETE FROM inputs WHERE unit=?",
-            "DELETE FROM outputs WHERE unit=?",
-            "DELETE FROM spend_proofs WHERE unit=?",
-            "DELETE FROM data_feeds WHERE unit=?",
-            "DELETE FROM poll_choices WHERE unit=?",
-            "DELETE FROM polls WHERE unit=?",
-            "DELETE FROM votes WHERE unit=?",
-            "DELETE FROM attested_fields WHERE unit=?",
-            "DELETE FROM attestations WHERE unit=?",
-            "DELETE FROM asset_metadata WHERE asset=?",
-            "DELETE FROM asset_denominations WHERE asset=?",
-            "DELETE FROM asset_attestors WHERE unit=?",
-            "DELETE FROM assets WHERE unit=?",
-            "DELETE FROM messages WHERE unit=?",
-        ]:
-            table = sql.split(" FROM ")[1].split()[0] if " FROM " in sql else "unit_authors"
-            if self._has(table):
+        for sql in VOID_STATEMENTS:
+            if self._has(void_table(sql)):
                 w.executemany(sql, keys)
         for n in voided:
             p_unit = self.final_bad_units.get(n.idx)

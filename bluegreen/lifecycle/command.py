@@ -352,7 +352,7 @@ def progress_eta(p: Progress, now: datetime | None = None) -> float | None:
 # ---------------------------------------------------------------- stage
 
 
-def _preflight_stage(lay: Layout, choice: TargetChoice) -> tuple[int, list[str]]:
+def _preflight_stage(lay: Layout, choice: TargetChoice, online: bool = False) -> tuple[int, list[str]]:
     """Read-only checks before anything is written. Returns (blue version, warnings)."""
     choice.raise_if_refused()
     target_version = choice.version
@@ -377,32 +377,56 @@ def _preflight_stage(lay: Layout, choice: TargetChoice) -> tuple[int, list[str]]
             "nothing to upgrade",
             "no action needed",
         )
+    kv = lay.data_dir / "rocksdb"
+    kv_in_use = kv.is_dir() and any(kv.iterdir())
+    if online:
+        # Online staging copies only SQLite consistently; a KV store written beside it cannot be copied at
+        # one consistent point with it while the node runs.
+        reason = None
+        if version >= 31:
+            reason = f"the source is at version {version}: it already keeps its joints in the KV store (rocksdb/)"
+        elif kv_in_use:
+            reason = (f"the source is at version {version} with a KV store in use (rocksdb/ holds data: a node "
+                      "stuck at 30 half way through its KV fill)")
+        if reason is not None:
+            raise PreflightError(f"`stage --online` is only for SQLite-only sources below 31; {reason}, which "
+                                 "cannot be copied consistently while the node writes",
+                                 "the node must be stopped first: stop it, then run `upgrade stage` (without "
+                                 "--online)")
     usage = noderunning.detect(lay.data_dir, lay.exclude)
     if usage.running:
-        kv = lay.data_dir / "rocksdb"
-        if kv.is_dir() and any(kv.iterdir()):
+        if kv_in_use:
             noderunning.ensure_stopped(lay.data_dir, lay.exclude)
-        warnings.append("the node is running; the SQLite copy is consistent, but anything it writes from now on "
-                        "is drift and promote will refuse it (stop the node before promote, re-stage if needed):\n"
-                        + usage.describe())
+        if online:
+            warnings.append("online stage: the node is running; green is blue as of the snapshot position in "
+                            "state.json, and what the node writes afterwards is not in green yet (promote "
+                            "refuses until a catch-up command exists: stop the node and re-stage before promote):\n"
+                            + usage.describe())
+        else:
+            warnings.append("the node is running; the SQLite copy is consistent, but anything it writes from now "
+                            "on is drift and promote will refuse it (stop the node before promote, re-stage if "
+                            "needed; `stage --online` copies in small steps that never hold the node's writers "
+                            "back):\n" + usage.describe())
     ownership.preflight_blue(lay.data_dir, lay.exclude)  # before copying: our copies can carry blue's owners
     return version, warnings
 
 
 def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, target_version: int | None = None,
-          genesis_unit: str | None = None, progress: ProgressFn | None = None) -> StageResult:
+          genesis_unit: str | None = None, progress: ProgressFn | None = None, online: bool = False) -> StageResult:
     """Snapshot blue into the staging area and migrate the copy (resuming an interrupted run).
 
     target_version: the schema version to reach (`--to`); None: the node's own (the VERSION of the ocore in
     the node program found for the data dir), else the highest known, with a warning. A fresh snapshot
-    chooses the target again; resuming keeps the one in state.json (a different explicit one is refused)."""
+    chooses the target again; resuming keeps the one in state.json (a different explicit one is refused).
+    `online`: the node may keep running (sources below 31 without a KV store only): the SQLite copy is
+    taken in small steps inside one read transaction and its position is recorded in state.json."""
     lay = layoutmod.resolve(data_dir, staging_dir)
     existing = StateStore(lay.staging_dir).load() if lay.staging_dir.exists() else None
     choice: TargetChoice | None = None
     if existing is None:
         # Read-only preflight before creating anything at all.
         choice = choose_target(lay.data_dir, target_version)
-        _preflight_stage(lay, choice)
+        _preflight_stage(lay, choice, online)
         snapshot.check_space(lay)
     with _locked(lay, create=True) as store:
         state, notes = _recover(lay, store, store.load())
@@ -458,7 +482,7 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
         warnings: list[str] = []
         if not resuming:
             assert choice is not None
-            snap, warnings = _stage_snapshot(lay, store, state, choice, progress)
+            snap, warnings = _stage_snapshot(lay, store, state, choice, progress, online)
         try:
             report = _stage_migrate(lay, store, state, progress)
         except OSError as exc:  # e.g. the state file cannot be saved on a full disk
@@ -472,7 +496,12 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
             warnings.append(f"{len(voided)} final-bad unit(s) at min_retrievable_mci were voided in the data by an "
                             "older ocore but read as whole by its reader (ocore's own migration crashes on them); "
                             "written in their voided form, which hashes to the unit: " + ", ".join(voided[:10]))
-        if after:
+        if after and state.online:
+            pos = state.online_position
+            warnings.append("online stage: blue moved on after the snapshot (expected while the node runs); "
+                            f"green holds blue up to units rowid {pos.max_units_rowid if pos else '?'}. promote "
+                            "refuses until a catch-up command exists: stop the node and re-stage before promote")
+        elif after:
             warnings.append("blue changed while staging (the node is running?); promote will refuse until "
                             "you stop the node and stage again:\n    " + "\n    ".join(after[:20]))
         return result(phase=state.phase, source_version=state.source_version, target_version=state.target_version,
@@ -494,8 +523,11 @@ def _refuse_other_target(state: StagingState, target_version: int | None) -> Non
 
 
 def _stage_snapshot(lay: Layout, store: StateStore, state: StagingState, choice: TargetChoice,
-                    progress: ProgressFn | None = None) -> tuple[snapshot.SnapshotReport, list[str]]:
-    version, warnings = _preflight_stage(lay, choice)
+                    progress: ProgressFn | None = None,
+                    online: bool = False) -> tuple[snapshot.SnapshotReport, list[str]]:
+    version, warnings = _preflight_stage(lay, choice, online)
+    state.online = online
+    state.online_position = None
     state.space = snapshot.check_space(lay)
     state.source_version = version
     state.target_version = choice.version
@@ -513,7 +545,14 @@ def _stage_snapshot(lay: Layout, store: StateStore, state: StagingState, choice:
     store.transition(state, Phase.SNAPSHOTTING, f"snapshot of {lay.data_dir} (version {version})")
     progress = _progress_saver(store, state, progress)  # status shows the copy's progress too
     try:
-        snap = snapshot.take_snapshot(lay, progress)
+        def fingerprint_at_snapshot() -> None:
+            # online: blue just before the snapshot's read transaction (after our open made its -wal/-shm), so
+            # any commit of the node after the snapshot is drift that promote refuses
+            state.blue_fingerprint = fpmod.take(lay.data_dir, lay.exclude)
+
+        snap = snapshot.take_snapshot(lay, progress, online=online,
+                                      before_snapshot=fingerprint_at_snapshot if online else None)
+        state.online_position = snap.online
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise  # left SNAPSHOTTING: the next command discards the partial copy
@@ -534,7 +573,10 @@ def _stage_snapshot(lay: Layout, store: StateStore, state: StagingState, choice:
         )
     killpoint("stage.after_snapshot")
     lay.work_dir.mkdir(exist_ok=True)
-    store.transition(state, Phase.SNAPSHOTTED, f"copied {snap.files_copied} files, linked {snap.files_linked}")
+    where = (f"; online, at units rowid {snap.online.max_units_rowid} ({snap.online.units} units, "
+             f"{snap.online.steps} steps, {snap.online.busy_retries} busy retries)" if snap.online else "")
+    store.transition(state, Phase.SNAPSHOTTED, f"copied {snap.files_copied} files, linked {snap.files_linked}"
+                     + where)
     return snap, warnings
 
 
@@ -910,6 +952,13 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None, *,
         blue_now = fpmod.take(lay.data_dir, lay.exclude)
         drift = fpmod.diff_db(state.blue_fingerprint, blue_now) if state.blue_fingerprint else []
         if drift:
+            if state.online:
+                pos = state.online_position
+                raise DriftError(
+                    "blue (the live data dir) moved on after the online stage's snapshot (green holds blue up to "
+                    f"units rowid {pos.max_units_rowid if pos else '?'}); catching green up with blue is not "
+                    "available yet, so green is stale:\n    " + "\n    ".join(drift[:20]),
+                    "stop the node and re-stage: `upgrade stage`, `upgrade verify`, then promote")
             raise DriftError("blue (the live data dir) changed since stage, so green is stale:\n    "
                              + "\n    ".join(drift[:20]),
                              "stop the node and re-stage: `upgrade stage`, `upgrade verify`, then promote")

@@ -138,7 +138,10 @@ def take(root: Path, exclude: frozenset[str] = frozenset()) -> Fingerprint:
     for rel in walk_files(root, exclude):
         if rel.endswith(IGNORED_SUFFIXES):
             continue
-        st = os.stat(root / rel)
+        try:
+            st = os.stat(root / rel)
+        except FileNotFoundError:  # a running node's transient file (e.g. a -journal) went away meanwhile
+            continue
         fs = FileStat(size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino, mode=st.st_mode)
         (fp.db_files if is_db_file(rel) else fp.other_files)[rel] = fs
     for name in DB_NAMES:

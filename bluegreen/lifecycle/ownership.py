@@ -81,7 +81,10 @@ def _walk(root: Path, exclude: frozenset[str]):  # type: ignore[no-untyped-def]
                 if rel_dir == "" and e.name in exclude:
                     continue
                 rel = e.name if rel_dir == "" else f"{rel_dir}/{e.name}"
-                st = e.stat(follow_symlinks=False)
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except FileNotFoundError:  # a running node's transient file (a -journal) went away meanwhile
+                    continue
                 yield rel, st
                 if stat.S_ISDIR(st.st_mode):
                     stack.append((rel, e.path))
@@ -163,7 +166,7 @@ def preflight_blue(root: Path, exclude: frozenset[str] = frozenset()) -> Ownersh
         is_dir = p.is_dir() and not p.is_symlink()
         if not p.is_symlink():
             need = os.R_OK | (os.X_OK if is_dir else 0)
-            if not os.access(p, need, effective_ids=os.access in os.supports_effective_ids):
+            if not os.access(p, need, effective_ids=os.access in os.supports_effective_ids) and os.path.lexists(p):
                 problems.append(f"{p}: not readable by us (uid {mine.uid}; owner {own.uid}, mode {oct(own.mode)})")
                 continue
         reason = why_not(mine, own.model_copy(update={"mode": 0}), caps)

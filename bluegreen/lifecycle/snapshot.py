@@ -29,10 +29,16 @@ from bluegreen.lifecycle import fingerprint as fpmod
 from bluegreen.lifecycle.killpoints import killpoint
 from bluegreen.lifecycle.layout import Layout
 from bluegreen.lifecycle.pragma_progress import run_pragma
-from bluegreen.lifecycle.state import SpaceEstimate
+from bluegreen.lifecycle.state import OnlinePosition, SpaceEstimate
 
 MiB = 1 << 20
 BACKUP_PAGES_PER_STEP = 4096
+# online stage (the node keeps running): small steps, a pause between them, retries while the node's writer
+# holds a lock. See docs/architecture.md "Online snapshot" for the measurements behind the choice.
+ONLINE_PAGES_PER_STEP = 256
+ONLINE_SLEEP_SECONDS = 0.002
+ONLINE_BUSY_RETRIES = 2000  # x ONLINE_BUSY_SLEEP: ~10 s of a lock held by the node before we give up
+ONLINE_BUSY_SLEEP = 0.005
 Progress = Callable[[str, int, int], None]
 
 
@@ -47,6 +53,7 @@ class SnapshotReport(BaseModel):
     bytes_linked: int
     immutable_read: bool
     seconds: float
+    online: OnlinePosition | None = None
 
 
 def _sqlite_names(db_name: str) -> set[str]:
@@ -191,6 +198,123 @@ def backup_sqlite(db_path: Path, dst_path: Path, progress: Progress | None = Non
     return pages, immutable
 
 
+def _retry_busy(fn: Callable[[], object], counter: list[int]) -> object:
+    """Run `fn`, retrying while SQLite says another connection holds a lock (the node writing)."""
+    for _ in range(ONLINE_BUSY_RETRIES):
+        try:
+            return fn()
+        except (apsw.BusyError, apsw.LockedError):
+            counter[0] += 1
+            time.sleep(ONLINE_BUSY_SLEEP)
+    return fn()
+
+
+def backup_sqlite_online(db_path: Path, dst_path: Path, progress: Progress | None = None,
+                         before_snapshot: Callable[[], None] | None = None) -> tuple[int, OnlinePosition]:
+    """A consistent copy of a database a running node writes to, never blocking its writers for long.
+
+    WAL mode (what ocore uses): one read transaction is held on the source for the whole copy, and the
+    backup copies ONLINE_PAGES_PER_STEP pages per step with a pause between steps. Inside the read
+    transaction the source never "changes" for the backup, so it never restarts (a plain stepwise backup
+    restarts whenever another connection commits, and never ends under a continuous writer); a WAL reader
+    does not block WAL writers (it only holds back checkpoints, so the -wal grows during the copy).
+    Rollback-journal mode: a held read lock would block the node's commits for the whole copy, and small
+    steps without it restart forever, so the copy is one step (-1) in one short read transaction, retried
+    while the node holds its write lock: writers wait at most for one full copy (measured, see the docs).
+
+    `before_snapshot` runs just before the snapshot's read transaction begins (after the -wal/-shm our
+    open may create exist): stage takes blue's fingerprint there, so every commit of the node after it is
+    drift (one landing between the fingerprint and the snapshot is in green and still counts as drift:
+    promote refuses, which is the safe side)."""
+    header = fpmod.read_sqlite_header(db_path)
+    if header is None:
+        raise SourceDataError(f"{db_path} is not a SQLite database", "check the data dir")
+    wal = Path(str(db_path) + "-wal")
+    busy = [0]
+    steps = 0
+    src = open_source(db_path, False)  # never immutable: the node writes meanwhile
+    try:
+        src.set_busy_timeout(0)  # we retry ourselves, with pauses the node's writer can use
+        began = [0.0]
+
+        def read(sql: str) -> tuple:  # type: ignore[type-arg]
+            return tuple(next(src.execute(sql)))
+
+        # A first short read creates the -wal/-shm a read-only open may add; then, holding NO lock, the
+        # fingerprint and the header. Never open blue's files in this process while the snapshot's read
+        # transaction is held: closing any fd of a file drops every POSIX lock this process has on it
+        # (SQLite's own read lock included), and the node could then commit in the middle of the copy.
+        _retry_busy(lambda: read("SELECT COUNT(*) FROM sqlite_master"), busy)
+        if before_snapshot is not None:
+            before_snapshot()
+        counter = fpmod.read_sqlite_header(db_path)
+        wal_bytes = wal.stat().st_size if wal.exists() else 0
+
+        def begin() -> tuple[int, int, int | None, int]:
+            src.execute("BEGIN")
+            try:
+                # the first read starts the read transaction: its snapshot is the copy's
+                rowid, count = read("SELECT IFNULL(MAX(rowid), 0), COUNT(*) FROM units")
+                lsm = read("SELECT MAX(main_chain_index) FROM units WHERE is_stable=1")[0]
+                dv = read("PRAGMA data_version")[0]
+                began[0] = time.time()
+            except BaseException:
+                src.execute("ROLLBACK")
+                raise
+            return int(rowid), int(count), lsm, int(dv)
+
+        wal_mode = bool(header.wal_mode)
+        position = None
+        dst = apsw.Connection(str(dst_path))
+        try:
+            if wal_mode:
+                rowid, count, lsm, dv = _retry_busy(begin, busy)  # type: ignore[misc]
+                try:
+                    with dst.backup("main", src, "main") as b:
+                        while not b.done:
+                            _retry_busy(lambda: b.step(ONLINE_PAGES_PER_STEP), busy)
+                            steps += 1
+                            if progress:
+                                progress("snapshot sqlite", b.pagecount - b.remaining, b.pagecount)
+                            if steps == 1:
+                                killpoint("snapshot.mid_copy")
+                            time.sleep(ONLINE_SLEEP_SECONDS)
+                        pages = b.pagecount
+                finally:
+                    src.execute("COMMIT")
+                method = "read-transaction+steps"
+            else:
+                def one_shot() -> tuple[int, tuple[int, int, int | None, int]]:
+                    pos = begin()
+                    try:
+                        with dst.backup("main", src, "main") as b:
+                            b.step(-1)
+                            return b.pagecount, pos
+                    finally:
+                        src.execute("COMMIT")
+
+                pages, (rowid, count, lsm, dv) = _retry_busy(one_shot, busy)  # type: ignore[misc]
+                steps = 1
+                method = "one-step"
+            ended = time.time()
+            position = OnlinePosition(
+                wal_mode=wal_mode, method=method, max_units_rowid=rowid, units=count, last_stable_mci=lsm,
+                data_version=dv, header_change_counter=counter.change_counter if counter else 0,
+                wal_bytes=wal_bytes, steps=steps, busy_retries=busy[0], began_at_unix=began[0], ended_at_unix=ended)
+        finally:
+            dst.close()
+    except apsw.FullError as exc:
+        raise OSError(errno.ENOSPC, str(exc)) from exc
+    except (apsw.BusyError, apsw.LockedError) as exc:
+        raise SourceDataError(f"the node kept {db_path} locked for too long: {exc}",
+                              "re-run `upgrade stage --online` at a quieter moment, or stop the node") from exc
+    except apsw.Error as exc:
+        raise SourceDataError(f"cannot read {db_path} with SQLite: {exc}", "check the data dir") from exc
+    finally:
+        src.close()
+    return pages, position
+
+
 def quick_check(db_path: Path, progress: Progress | None = None) -> list[str]:
     """`PRAGMA quick_check` on a copy we own; [] when it says ok. Progress from SQLite's VM steps."""
     conn = open_readonly_quiet(db_path)
@@ -243,8 +367,11 @@ def _fsync_tree(root: Path) -> None:
         fsync_dir(dirpath)
 
 
-def take_snapshot(layout: Layout, progress: Progress | None = None) -> SnapshotReport:
-    """Copy blue into `<staging>/green` (via green.partial). Raises OutOfSpaceError on ENOSPC, cleaning up."""
+def take_snapshot(layout: Layout, progress: Progress | None = None, *, online: bool = False,
+                  before_snapshot: Callable[[], None] | None = None) -> SnapshotReport:
+    """Copy blue into `<staging>/green` (via green.partial). Raises OutOfSpaceError on ENOSPC, cleaning up.
+
+    `online`: the node may be writing (pre-31, SQLite only): `backup_sqlite_online`, position recorded."""
     t0 = time.monotonic()
     partial = layout.staging_dir / "green.partial"
     if partial.exists():
@@ -252,7 +379,13 @@ def take_snapshot(layout: Layout, progress: Progress | None = None) -> SnapshotR
     partial.mkdir()
     shutil.copystat(layout.data_dir, partial)
     try:
-        pages, immutable = backup_sqlite(layout.data_dir / layout.db_name, partial / layout.db_name, progress)
+        position = None
+        if online:
+            pages, position = backup_sqlite_online(layout.data_dir / layout.db_name, partial / layout.db_name,
+                                                   progress, before_snapshot)
+            immutable = False
+        else:
+            pages, immutable = backup_sqlite(layout.data_dir / layout.db_name, partial / layout.db_name, progress)
         shutil.copymode(layout.data_dir / layout.db_name, partial / layout.db_name)
         fsync_file(partial / layout.db_name)
         killpoint("snapshot.after_sqlite")
@@ -278,4 +411,4 @@ def take_snapshot(layout: Layout, progress: Progress | None = None) -> SnapshotR
     fsync_dir(layout.staging_dir)
     return SnapshotReport(sqlite_pages=pages, sqlite_bytes=(green / layout.db_name).stat().st_size,
                           files_copied=copied, bytes_copied=bcopied, files_linked=linked, bytes_linked=blinked,
-                          immutable_read=immutable, seconds=time.monotonic() - t0)
+                          immutable_read=immutable, seconds=time.monotonic() - t0, online=position)

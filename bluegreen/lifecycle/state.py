@@ -137,6 +137,23 @@ class SwapRecord(BaseModel):
     recovered: bool = False
 
 
+class OnlinePosition(BaseModel):
+    """Where blue stood when an online snapshot read it: what a later catch-up starts from."""
+
+    wal_mode: bool
+    method: str  # "read-transaction+steps" (WAL) or "one-step" (rollback journal)
+    max_units_rowid: int  # every unit with a rowid up to this is in green, none after it
+    units: int
+    last_stable_mci: int | None
+    data_version: int  # PRAGMA data_version of the snapshot connection (changes when another connection commits)
+    header_change_counter: int  # blue's header file change counter just before the snapshot (WAL commits do not bump it)
+    wal_bytes: int  # size of blue's -wal just before the snapshot's read transaction began
+    steps: int
+    busy_retries: int
+    began_at_unix: float  # the read transaction began (the snapshot's moment)
+    ended_at_unix: float  # the copy ended
+
+
 class StagingState(BaseModel):
     """Everything the lifecycle knows about one staged upgrade (`<staging>/state.json`)."""
 
@@ -169,6 +186,9 @@ class StagingState(BaseModel):
     last_verify: VerifyRecord | None = None
     last_swap: SwapRecord | None = None
     last_error: str | None = None
+    # `stage --online`: the node kept writing; green is blue as of `online_position` (for a later catch-up)
+    online: bool = False
+    online_position: OnlinePosition | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
 
 
