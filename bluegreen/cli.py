@@ -50,6 +50,8 @@ DataDir = typer.Option(None, "--data-dir", help="The node's data dir (default: t
                        "byteball.sqlite or byteball-light.sqlite).")
 StagingDir = typer.Option(None, "--staging-dir", help="Staging area (default: <data-dir>.bluegreen, same "
                           "filesystem as the data dir).", file_okay=False)
+Jobs = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes for the CPU-bound part (default: the "
+                    "usable cores; 1: all in this process). The output is the same for any value.")
 JsonOut = typer.Option(False, "--json", metavar="", help="Print one JSON document (schemas/*.schema.json) instead of text.")
 Yes = typer.Option(False, "--yes", "-y", metavar="", help="Do not ask for confirmation (for scripts). On a terminal the "
                    "command asks first.")
@@ -270,7 +272,8 @@ def stage(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = Stag
                                                      help="Devnet: the genesis unit (default: from the data)."),
           target_version: int = typer.Option(31, "--target-version", help="Schema version to reach (31)."),
           dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; show what stage would do "
-                                       "(the same as `upgrade plan`).")) -> None:
+                                       "(the same as `upgrade plan`)."),
+          jobs: Optional[int] = Jobs) -> None:
     """Copy the data dir into the staging area and migrate the COPY to version 31.
 
     Reads the data dir (SQLite through its backup API, rocksdb/ and other files copied, .sst hard-linked);
@@ -279,7 +282,7 @@ def stage(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = Stag
     if dry_run:
         _run("plan", as_json, planmod.plan, data_dir=data_dir, staging_dir=staging_dir, target_version=target_version)
     _run("stage", as_json, _stage_remembering, data_dir=data_dir, staging_dir=staging_dir, target_version=target_version,
-         genesis_unit=genesis_unit, progress=None if as_json else Progress())
+         genesis_unit=genesis_unit, progress=None if as_json else Progress(), jobs=jobs)
 
 
 @app.command()
@@ -299,12 +302,13 @@ def verify(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = Sta
                                                 "(quick pass); full by default."),
            node_modules: Optional[Path] = typer.Option(None, "--node-modules", help="Also read green with the "
                                                        "node's own npm libraries found in this node_modules."),
-           genesis_unit: Optional[str] = typer.Option(None, "--genesis-unit", help="Devnet genesis unit.")) -> None:
+           genesis_unit: Optional[str] = typer.Option(None, "--genesis-unit", help="Devnet genesis unit."),
+           jobs: Optional[int] = Jobs) -> None:
     """Check the staged green copy against blue and write a report (staging/reports/verify-*.json).
 
     Reads blue and green; writes only the report and the state. Exits 7 when any check fails."""
     _run("verify", as_json, command.verify, data_dir=data_dir, staging_dir=staging_dir, sample=sample,
-         node_modules=node_modules, genesis_unit=genesis_unit, progress=None if as_json else Progress())
+         node_modules=node_modules, genesis_unit=genesis_unit, progress=None if as_json else Progress(), jobs=jobs)
 
 
 @app.command()

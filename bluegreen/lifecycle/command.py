@@ -278,8 +278,10 @@ def _preflight_stage(lay: Layout, target_version: int) -> tuple[int, list[str]]:
 
 
 def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, target_version: int = 31,
-          genesis_unit: str | None = None, progress: ProgressFn | None = None) -> StageResult:
-    """Snapshot blue into the staging area and migrate the copy (resuming an interrupted run)."""
+          genesis_unit: str | None = None, progress: ProgressFn | None = None, jobs: int | None = None) -> StageResult:
+    """Snapshot blue into the staging area and migrate the copy (resuming an interrupted run).
+
+    `jobs`: worker processes of the KV fill (None: the usable cores; 1: all in this process)."""
     lay = layoutmod.resolve(data_dir, staging_dir)
     existing = StateStore(lay.staging_dir).load() if lay.staging_dir.exists() else None
     if existing is None:
@@ -313,7 +315,7 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
         if state.phase not in (Phase.SNAPSHOTTED, Phase.MIGRATING):
             snap, warnings = _stage_snapshot(lay, store, state, target_version, progress)
         try:
-            report = _stage_migrate(lay, store, state, progress)
+            report = _stage_migrate(lay, store, state, progress, jobs)
         except OSError as exc:  # e.g. the state file cannot be saved on a full disk
             if not storage_errors.is_out_of_space(exc):
                 raise
@@ -373,7 +375,7 @@ def _stage_snapshot(lay: Layout, store: StateStore, state: StagingState, target_
 
 
 def _stage_migrate(lay: Layout, store: StateStore, state: StagingState,
-                   progress: ProgressFn | None) -> dict | None:
+                   progress: ProgressFn | None, jobs: int | None = None) -> dict | None:
     from bluegreen.engine.migrate import MigrationOptions, migrate_copy
 
     killpoint("stage.before_migration")
@@ -381,7 +383,7 @@ def _stage_migrate(lay: Layout, store: StateStore, state: StagingState,
     resumed = state.phase == Phase.MIGRATING
     store.transition(state, Phase.MIGRATING, "resuming migration" if resumed else "migrating the copy")
     options = MigrationOptions(target_version=state.target_version, light=state.light,
-                               genesis_unit=state.genesis_unit)
+                               genesis_unit=state.genesis_unit, jobs=jobs)
     try:
         report = migrate_copy(lay.green_dir / lay.db_name, lay.green_dir / "rocksdb", lay.engine_journal, options,
                               _progress_saver(store, state, progress))
@@ -515,8 +517,10 @@ def _node_modules_for_probe(lay: Layout, given: Path | None) -> tuple[Path | Non
 
 def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sample: int | None = None,
            node_modules: Path | None = None, genesis_unit: str | None = None,
-           progress: ProgressFn | None = None) -> VerifyResult:
-    """Check green against blue, add the blue-drift check, persist the report, move to VERIFIED or MIGRATED."""
+           progress: ProgressFn | None = None, jobs: int | None = None) -> VerifyResult:
+    """Check green against blue, add the blue-drift check, persist the report, move to VERIFIED or MIGRATED.
+
+    `jobs`: worker processes of the units hash pass (None: the usable cores; 1: all in this process)."""
     from bluegreen.lifecycle.verify import verify_green
 
     lay = layoutmod.resolve(data_dir, staging_dir)
@@ -550,7 +554,7 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
                             "comparisons can be inconsistent; stop the node for a reliable report:\n"
                             + usage.describe())
         report = verify_green(lay.data_dir, lay.green_dir, target_version=state.target_version, sample=sample,
-                              genesis_unit=genesis_unit or state.genesis_unit, progress=progress)
+                              genesis_unit=genesis_unit or state.genesis_unit, progress=progress, jobs=jobs)
         checks = list(report.checks)
         checks.append(VerifyCheck(
             name=CHECK_BLUE_UNCHANGED, passed=not drift,
