@@ -7,6 +7,7 @@ queries give them."""
 
 from __future__ import annotations
 
+import marshal
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -103,8 +104,22 @@ class RawChunk:
     def last_rowid(self) -> int:
         return int(self.units.rows[-1][0])
 
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        # Pickled (to a worker) as one marshal blob: SQLite values are ints, floats, str, bytes and None,
+        # which marshal writes ~5x faster than pickle, and this runs in the main process, the serial part.
+        plain = (tuple(self.units.columns), self.units.rows,
+                 {name: (tuple(t.columns), t.rows) for name, t in self.tables.items()})
+        return _raw_chunk_from_wire, (marshal.dumps(plain),)
+
     def __len__(self) -> int:
         return len(self.units.rows)
+
+
+def _raw_chunk_from_wire(blob: bytes) -> RawChunk:
+    """The RawChunk that `RawChunk.__reduce__` packed (same interpreter on both sides: our own workers)."""
+    unit_cols, unit_rows, tables = marshal.loads(blob)
+    return RawChunk(units=TableRows(unit_cols, unit_rows),
+                    tables={name: TableRows(cols, rows) for name, (cols, rows) in tables.items()})
 
 
 # The leading columns each child query must return (grouping keys); checked when a chunk is grouped.
