@@ -76,6 +76,8 @@ DataDir = typer.Option(None, "--data-dir", help="The node's data dir (default: t
                        "byteball.sqlite or byteball-light.sqlite).")
 StagingDir = typer.Option(None, "--staging-dir", help="Staging area (default: <data-dir>.bluegreen, same "
                           "filesystem as the data dir).", file_okay=False)
+Jobs = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes for the CPU-bound part (default: the "
+                    "usable cores; 1: all in this process). The output is the same for any value.")
 JsonOut = typer.Option(False, "--json", help="Print one JSON document instead of text (its JSON Schema: "
                        "`upgrade schema <command>-result`).")
 To = typer.Option(None, "--to", metavar="N", help="Schema version to reach, 31..50 (default: the VERSION in "
@@ -373,7 +375,8 @@ def stage(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = Stag
           online: bool = typer.Option(False, "--online", help="The node may keep running (sources below 31 "
                                       "without a KV store): copy SQLite in small steps inside one read "
                                       "transaction and record the snapshot position; promote still needs "
-                                      "the node stopped and blue unchanged.")) -> None:
+                                      "the node stopped and blue unchanged."),
+          jobs: Optional[int] = Jobs) -> None:
     """Copy the data dir into the staging area and migrate the COPY to the target version.
 
     The target is --to N, else the schema VERSION of the ocore in the node program found for the data dir
@@ -386,7 +389,7 @@ def stage(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = Stag
     if dry_run:
         _run("plan", as_json, planmod.plan, data_dir=data_dir, staging_dir=staging_dir, target_version=target_version)
     _run("stage", as_json, _stage_remembering, data_dir=data_dir, staging_dir=staging_dir, target_version=target_version,
-         genesis_unit=genesis_unit, progress=None if as_json else Progress(), online=online)
+         genesis_unit=genesis_unit, progress=None if as_json else Progress(), online=online, jobs=jobs)
 
 
 @app.command(cls=_Command)
@@ -415,14 +418,15 @@ def verify(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = Sta
                                                    "node's own libraries cannot be probed (no node_modules or no "
                                                    "`node` found)."),
            no_node_probe: bool = typer.Option(False, "--no-node-probe", help="Skip the probe with the node's own "
-                                              "libraries (a warning says so, in the report too).")) -> None:
+                                              "libraries (a warning says so, in the report too)."),
+           jobs: Optional[int] = Jobs) -> None:
     """Check the staged green copy against blue and write a report (staging/reports/verify-*.json).
 
     Reads blue and green; writes only the report and the state. Exits 7 when any check fails. When the last
     verify passed and nothing changed it does nothing, unless --force or --node-modules is given."""
     _run("verify", as_json, command.verify, data_dir=data_dir, staging_dir=staging_dir, sample=sample,
          node_modules=node_modules, genesis_unit=genesis_unit, force=force, require_node_probe=require_node_probe,
-         no_node_probe=no_node_probe, progress=None if as_json else Progress())
+         no_node_probe=no_node_probe, progress=None if as_json else Progress(), jobs=jobs)
 
 
 @app.command(cls=_Command)

@@ -60,6 +60,38 @@ def test_stage_killed_at_random_instants_recovers_and_finishes(tmp_path: Path) -
            landed=dict(landed))
 
 
+def test_stage_with_two_jobs_killed_at_random_instants_resumes_to_the_same_kv(tmp_path: Path) -> None:
+    """`stage --jobs 2`: a SIGKILL of the main process mid-fill takes its workers with it (none outlives it)
+    and the re-run ends with the same KV, key for key, as an uninterrupted one-process stage."""
+    from bluegreen.engine.kvwriter import iter_kv
+    from test_engine_jobs import _wait_no_workers
+
+    rng = random.Random(SEED + 4)
+    ref = fresh_node(tmp_path, "ref")
+    command.stage(ref, jobs=1)
+    want = list(iter_kv(tmp_path / "ref.bluegreen" / "green" / "rocksdb"))
+    timing = fresh_node(tmp_path, "timing")
+    duration, proc = timed_run(*_args("stage", timing), "--jobs", "2")
+    assert proc.returncode == 0, proc.stderr
+    delays = spread(rng, 4, startup_seconds() / 2, duration * 1.05)
+    landed: Counter[str] = Counter()
+    for i, delay in enumerate(delays):
+        node = fresh_node(tmp_path, f"n{i}")
+        staging = tmp_path / f"n{i}.bluegreen"
+        blue = manifest(node)
+        tag = f"sigkill-jobs2-{SEED}-{i}"
+        rc = run_and_kill([*_args("stage", node), "--jobs", "2"], delay, env_extra={"BLUEGREEN_TEST_TAG": tag})
+        landed[state_phase(staging) if rc == -9 else f"finished rc={rc}"] += 1
+        assert rc in (-9, 0), f"delay {delay}: stage exited {rc}"
+        assert _wait_no_workers(tag) == [], f"delay {delay}: workers outlived the killed stage"
+        assert manifest(node) == blue, f"delay {delay}: blue changed after SIGKILL of stage"
+        rc, res = cli_json(*_args("stage", node)[:-1], "--jobs", "2")
+        assert rc == 0 and res["phase"] == "MIGRATED", f"delay {delay}: {res}"
+        assert list(iter_kv(staging / "green" / "rocksdb")) == want, f"delay {delay}: KV differs"
+    record(tmp_path, "stage_jobs2_sigkill", duration_s=round(duration, 2), delays=delays, kills=len(delays),
+           landed=dict(landed))
+
+
 def test_verify_killed_at_random_instants_keeps_promote_gated(tmp_path: Path) -> None:
     rng = random.Random(SEED + 1)
     ref = fresh_node(tmp_path, "ref")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -20,15 +20,9 @@ import apsw
 from pydantic import BaseModel, Field
 
 from bluegreen.durable import atomic_write_json, fsync_dir
-from bluegreen.engine.joints import (
-    JointError,
-    ReadContext,
-    build_joint,
-    check_payload_hashes,
-    check_unit_hash,
-    strip_for_kv,
-)
+from bluegreen.engine.joints import ReadContext
 from bluegreen.engine.kvwriter import KvBuilder, iter_kv, owned_by_migration, remove_kv_dir
+from bluegreen.engine.pool import open_pool, resolve_jobs
 from bluegreen.engine.sqlsource import (
     UnitChunkReader,
     count_data_feed_rows,
@@ -39,8 +33,8 @@ from bluegreen.engine.sqlsource import (
 )
 from bluegreen import signals
 from bluegreen.errors import BadInputError, MigrationError, SourceDataError
+from bluegreen.engine.transform import UnitChunkTask, UnitFailure, transform_unit_chunk
 from bluegreen.formats.feeds import data_feed_entries
-from bluegreen.formats.jsvalues import js_stringify
 from bluegreen.formats.networks import MAINNET, Network, detect_network, with_genesis
 from bluegreen.killpoints import killpoint
 from bluegreen.schema.kvsteps import storage_sizes
@@ -64,16 +58,8 @@ class MigrationOptions(BaseModel):
     check_hashes: bool = True  # full nodes; light nodes cannot (no last balls)
     # A rebuilt payload that does not match its payload_hash fails the unit (ocore would copy it silently).
     strict_payload_hashes: bool = True
-
-
-class UnitFailure(BaseModel):
-    """One unit the step cannot migrate, with the reason."""
-
-    unit: str
-    reason: str  # hash_mismatch, missing_definition, missing_payload_rows, no_last_ball, ...
-    detail: str
-    expected_hash: str | None = None
-    computed_hash: str | None = None
+    # Worker processes for the unit fill (None: the usable cores); 1 runs it in this process (the reference).
+    jobs: int | None = Field(default=None, ge=1)
 
 
 class JournalPhase(str, Enum):
@@ -125,6 +111,7 @@ class MigrationReport(BaseModel):
     light: bool
     network: str
     genesis_unit: str | None
+    jobs: int = 1  # worker processes of the unit fill (1: in the main process)
     min_retrievable_mci: int | None = None
     # final-bad units voided in the data at exactly min_retrievable_mci (old ocore voided with <=, its reader
     # tests <): written in their voided form, which hashes to their id, where ocore's migration crashes
@@ -229,7 +216,8 @@ def migrate_copy(db_path: Path, kv_dir: Path, journal_path: Path, options: Migra
     try:
         source_version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         report = MigrationReport(db_path=str(db_path), kv_dir=str(kv_dir), source_version=source_version,
-                                 target_version=options.target_version, light=light, network="?", genesis_unit=None)
+                                 target_version=options.target_version, light=light, network="?", genesis_unit=None,
+                                 jobs=resolve_jobs(options.jobs))
         if source_version >= options.target_version:
             report.already_at_target = report.completed = True
             report.network = "unknown"
@@ -297,7 +285,7 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
                     save()
                 if journal.phase is JournalPhase.UNITS:
                     _fill_units(conn, kv, ctx, options, journal, report.units_total, save, progress,
-                                check=options.check_hashes and not light)
+                                check=options.check_hashes and not light, jobs=report.jobs)
                     journal.phase = JournalPhase.FEEDS
                     save()
                 _fill_feeds(conn, kv, options, journal, save, progress)
@@ -435,47 +423,39 @@ def _record_failure(journal: MigrationJournal, failure: UnitFailure) -> None:
         journal.failures.append(failure)
 
 
+def _unit_tasks(reader: UnitChunkReader, after_rowid: int, ctx: ReadContext, options: MigrationOptions,
+                check: bool) -> Iterator[UnitChunkTask]:
+    """The unit chunks after `after_rowid`, read from SQLite in rowid order (in the main process: the
+    connection holds the uncommitted SQL steps, which no other process could see)."""
+    while True:
+        raw = reader.read_raw(after_rowid)
+        if raw is None:
+            return
+        yield UnitChunkTask(raw=raw, ctx=ctx, check_unit_hashes=check,
+                            strict_payload_hashes=options.strict_payload_hashes)
+        after_rowid = raw.last_rowid
+
+
 def _fill_units(conn: apsw.Connection, kv: KvBuilder, ctx: ReadContext, options: MigrationOptions,
                 journal: MigrationJournal, total: int, save: Callable[[], None], progress: Progress | None,
-                *, check: bool) -> None:
+                *, check: bool, jobs: int) -> None:
+    """Every unit's `j` key: chunks are transformed by `jobs` workers but written and journaled here, one
+    chunk at a time in rowid order, so the journal's resume point is exactly the last durable chunk."""
     reader = UnitChunkReader(conn, options.unit_chunk)
-    while True:
-        chunk = reader.read(journal.last_unit_rowid)
-        if chunk is None:
-            return
-        puts: list[tuple[bytes, bytes]] = []
-        for row in chunk.units:
-            unit = row[1]
-            try:
-                joint = build_joint(row, chunk, ctx)
-            except JointError as exc:
-                _record_failure(journal, UnitFailure(unit=unit, reason=exc.reason, detail=exc.detail))
-                continue
-            if check:
-                computed = check_unit_hash(joint, ctx)
-                if computed is not None:
-                    _record_failure(journal, UnitFailure(
-                        unit=unit, reason="hash_mismatch",
-                        detail="the unit rebuilt from SQL does not hash to its id",
-                        expected_hash=unit, computed_hash=computed))
-                    continue
-            if options.strict_payload_hashes:
-                bad_payloads = check_payload_hashes(joint, ctx)
-                if bad_payloads:
-                    _record_failure(journal, UnitFailure(unit=unit, reason="payload_hash_mismatch",
-                                                         detail="; ".join(bad_payloads)))
-                    continue
-            text = js_stringify(strip_for_kv(joint, ctx))
-            puts.append((("j\n" + unit).encode("utf-8"), text.encode("utf-8")))
-        killpoint("engine.mid_units_chunk")
-        journal.kv_puts += kv.write_chunk(puts)
-        killpoint("engine.after_units_chunk_write")
-        journal.last_unit_rowid = chunk.last_rowid
-        journal.units_done += len(chunk.units)
-        save()
-        killpoint("engine.between_units_chunks")
-        if progress:
-            progress("units", journal.units_done, total)
+    tasks = _unit_tasks(reader, journal.last_unit_rowid, ctx, options, check)
+    with open_pool(jobs) as pool:
+        for result in pool.imap(transform_unit_chunk, tasks):
+            for failure in result.failures:
+                _record_failure(journal, failure)
+            killpoint("engine.mid_units_chunk")
+            journal.kv_puts += kv.write_chunk(result.puts)
+            killpoint("engine.after_units_chunk_write")
+            journal.last_unit_rowid = result.last_rowid
+            journal.units_done += result.units
+            save()
+            killpoint("engine.between_units_chunks")
+            if progress:
+                progress("units", journal.units_done, total)
 
 
 def _fill_feeds(conn: apsw.Connection, kv: KvBuilder, options: MigrationOptions, journal: MigrationJournal,

@@ -7,11 +7,13 @@ queries give them."""
 
 from __future__ import annotations
 
+import marshal
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import apsw
+import apsw.ext
 
 # Column lists mirror storage.readJointDirectly; the order of columns is the order of keys in the JSON.
 UNIT_COLUMNS = (
@@ -80,6 +82,51 @@ _BY_UNIT = {"parents", "balls", "skiplist", "witnesses", "ehcr", "authors", "aut
             "poll_choices"}
 
 
+class TableRows(NamedTuple):
+    """The rows of one query for one chunk, with the query's column names (what each position holds).
+
+    This is what crosses the process boundary to a worker: plain tuples (cheap to pickle) plus the column
+    list, which the receiver checks against the shape it expects (`UnitChunk.from_raw`)."""
+
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+
+@dataclass
+class RawChunk:
+    """One chunk of units as read from SQLite, not yet grouped by unit: `units` (rowid first, then
+    UNIT_COLUMNS) and one `TableRows` per child query (unit first, then message_index for per-message tables)."""
+
+    units: TableRows
+    tables: dict[str, TableRows]
+
+    @property
+    def last_rowid(self) -> int:
+        return int(self.units.rows[-1][0])
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        # Pickled (to a worker) as one marshal blob: SQLite values are ints, floats, str, bytes and None,
+        # which marshal writes ~5x faster than pickle, and this runs in the main process, the serial part.
+        plain = (tuple(self.units.columns), self.units.rows,
+                 {name: (tuple(t.columns), t.rows) for name, t in self.tables.items()})
+        return _raw_chunk_from_wire, (marshal.dumps(plain),)
+
+    def __len__(self) -> int:
+        return len(self.units.rows)
+
+
+def _raw_chunk_from_wire(blob: bytes) -> RawChunk:
+    """The RawChunk that `RawChunk.__reduce__` packed (same interpreter on both sides: our own workers)."""
+    unit_cols, unit_rows, tables = marshal.loads(blob)
+    return RawChunk(units=TableRows(unit_cols, unit_rows),
+                    tables={name: TableRows(cols, rows) for name, (cols, rows) in tables.items()})
+
+
+# The leading columns each child query must return (grouping keys); checked when a chunk is grouped.
+UNITS_LEADING = ("rowid", *UNIT_COLUMNS)
+_KEY_BY_UNIT = ("unit", "child_unit", "asset")
+
+
 @dataclass
 class UnitChunk:
     """All rows needed to rebuild the joints of one chunk of units."""
@@ -99,6 +146,41 @@ class UnitChunk:
     def message_rows(self, table: str, unit: str, message_index: int) -> list[tuple[Any, ...]]:
         return self.by_message[table].get((unit, message_index), [])
 
+    @classmethod
+    def from_raw(cls, raw: RawChunk) -> UnitChunk:
+        """Group a chunk's rows by unit (and message), checking each query's columns first."""
+        if raw.units.columns != UNITS_LEADING:
+            raise ValueError(f"units rows have columns {raw.units.columns}, expected {UNITS_LEADING}")
+        chunk = cls(units=raw.units.rows)
+        for name in _CHILD_QUERIES:
+            table = raw.tables[name]
+            cols = table.columns
+            if name == "definitions":
+                if cols != ("definition_chash", "definition"):
+                    raise ValueError(f"definitions rows have columns {cols}")
+                chunk.definitions = dict(table.rows)
+                continue
+            if cols[0] not in _KEY_BY_UNIT:
+                raise ValueError(f"{name} rows start with column {cols[0]!r}, not the unit")
+            if name in _BY_UNIT:
+                grouped: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+                for row in table.rows:
+                    grouped[row[0]].append(row[1:])
+                chunk.by_unit[name] = grouped
+            else:
+                if cols[1] != "message_index":
+                    raise ValueError(f"{name} rows have columns {cols}, expected unit, message_index first")
+                grouped_m: dict[tuple[str, int], list[tuple[Any, ...]]] = defaultdict(list)
+                for row in table.rows:
+                    grouped_m[(row[0], row[1])].append(row[2:])
+                chunk.by_message[name] = grouped_m
+        return chunk
+
+
+def _columns(conn: apsw.Connection, sql: str) -> tuple[str, ...]:
+    """Column names of a query's result, from SQLite's prepared statement (nothing is executed)."""
+    return tuple(name for name, _type in apsw.ext.query_info(conn, sql).description or ())
+
 
 class UnitChunkReader:
     """Reads `units` in rowid order, `chunk_size` units at a time, with all their child rows.
@@ -110,31 +192,27 @@ class UnitChunkReader:
         self.conn = conn
         self.chunk_size = chunk_size
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS bg_chunk (unit TEXT PRIMARY KEY)")
+        # the column lists travel with the rows; SQLite names them from the statements themselves
+        self._unit_columns = ("rowid", *_columns(conn, _UNITS_SQL)[1:])
+        self._child_columns = {name: _columns(conn, sql) for name, sql in _CHILD_QUERIES.items()}
 
-    def read(self, after_rowid: int) -> UnitChunk | None:
-        """The next chunk of units with rowid > after_rowid, or None when there are no more."""
-        units = list(self.conn.execute(_UNITS_SQL, (after_rowid, self.chunk_size)))
+    def read_raw(self, after_rowid: int) -> RawChunk | None:
+        """The next chunk of units with rowid > after_rowid as ungrouped rows, or None when there are no more.
+        Only SQLite work happens here (the grouping is left to whoever transforms the chunk)."""
+        conn = self.conn
+        units = list(conn.execute(_UNITS_SQL, (after_rowid, self.chunk_size)))
         if not units:
             return None
-        conn = self.conn
         conn.execute("DELETE FROM temp.bg_chunk")
         conn.executemany("INSERT INTO temp.bg_chunk (unit) VALUES (?)", ((row[1],) for row in units))
-        chunk = UnitChunk(units=units)
-        for name, sql in _CHILD_QUERIES.items():
-            if name == "definitions":
-                chunk.definitions = {chash: definition for chash, definition in conn.execute(sql)}
-                continue
-            if name in _BY_UNIT:
-                grouped: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-                for row in conn.execute(sql):
-                    grouped[row[0]].append(row[1:])
-                chunk.by_unit[name] = grouped
-            else:
-                grouped_m: dict[tuple[str, int], list[tuple[Any, ...]]] = defaultdict(list)
-                for row in conn.execute(sql):
-                    grouped_m[(row[0], row[1])].append(row[2:])
-                chunk.by_message[name] = grouped_m
-        return chunk
+        tables = {name: TableRows(self._child_columns[name], list(conn.execute(sql)))
+                  for name, sql in _CHILD_QUERIES.items()}
+        return RawChunk(units=TableRows(self._unit_columns, units), tables=tables)
+
+    def read(self, after_rowid: int) -> UnitChunk | None:
+        """The next chunk of units with rowid > after_rowid, grouped, or None when there are no more."""
+        raw = self.read_raw(after_rowid)
+        return None if raw is None else UnitChunk.from_raw(raw)
 
 
 def count_units(conn: apsw.Connection) -> int:

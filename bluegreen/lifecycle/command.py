@@ -412,14 +412,16 @@ def _preflight_stage(lay: Layout, choice: TargetChoice, online: bool = False) ->
 
 
 def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, target_version: int | None = None,
-          genesis_unit: str | None = None, progress: ProgressFn | None = None, online: bool = False) -> StageResult:
+          genesis_unit: str | None = None, progress: ProgressFn | None = None, online: bool = False,
+          jobs: int | None = None) -> StageResult:
     """Snapshot blue into the staging area and migrate the copy (resuming an interrupted run).
 
     target_version: the schema version to reach (`--to`); None: the node's own (the VERSION of the ocore in
     the node program found for the data dir), else the highest known, with a warning. A fresh snapshot
     chooses the target again; resuming keeps the one in state.json (a different explicit one is refused).
     `online`: the node may keep running (sources below 31 without a KV store only): the SQLite copy is
-    taken in small steps inside one read transaction and its position is recorded in state.json."""
+    taken in small steps inside one read transaction and its position is recorded in state.json.
+    `jobs`: worker processes of the KV fill (None: the usable cores; 1: all in this process)."""
     lay = layoutmod.resolve(data_dir, staging_dir)
     existing = StateStore(lay.staging_dir).load() if lay.staging_dir.exists() else None
     choice: TargetChoice | None = None
@@ -484,7 +486,7 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
             assert choice is not None
             snap, warnings = _stage_snapshot(lay, store, state, choice, progress, online)
         try:
-            report = _stage_migrate(lay, store, state, progress)
+            report = _stage_migrate(lay, store, state, progress, jobs)
         except OSError as exc:  # e.g. the state file cannot be saved on a full disk
             if not storage_errors.is_out_of_space(exc):
                 raise
@@ -581,7 +583,7 @@ def _stage_snapshot(lay: Layout, store: StateStore, state: StagingState, choice:
 
 
 def _stage_migrate(lay: Layout, store: StateStore, state: StagingState,
-                   progress: ProgressFn | None) -> dict | None:
+                   progress: ProgressFn | None, jobs: int | None = None) -> dict | None:
     from bluegreen.engine.migrate import MigrationOptions, migrate_copy
 
     killpoint("stage.before_migration")
@@ -589,7 +591,7 @@ def _stage_migrate(lay: Layout, store: StateStore, state: StagingState,
     resumed = state.phase == Phase.MIGRATING
     store.transition(state, Phase.MIGRATING, "resuming migration" if resumed else "migrating the copy")
     options = MigrationOptions(target_version=state.target_version, light=state.light,
-                               genesis_unit=state.genesis_unit)
+                               genesis_unit=state.genesis_unit, jobs=jobs)
     try:
         report = migrate_copy(lay.green_dir / lay.db_name, lay.green_dir / "rocksdb", lay.engine_journal, options,
                               _progress_saver(store, state, progress))
@@ -764,11 +766,12 @@ def _no_probe_check(why: str) -> VerifyCheck:
 def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sample: int | None = None,
            node_modules: Path | None = None, genesis_unit: str | None = None, force: bool = False,
            require_node_probe: bool = False, no_node_probe: bool = False,
-           progress: ProgressFn | None = None) -> VerifyResult:
+           progress: ProgressFn | None = None, jobs: int | None = None) -> VerifyResult:
     """Check green against blue, add the blue-drift check, persist the report, move to VERIFIED or MIGRATED.
 
     `force` re-runs a verify that already passed; `node_modules` (given now) always runs the node probe;
-    `require_node_probe` fails verify when no probe can run; `no_node_probe` skips it with a warning."""
+    `require_node_probe` fails verify when no probe can run; `no_node_probe` skips it with a warning.
+    `jobs`: worker processes of the units hash pass (None: the usable cores; 1: all in this process)."""
     from bluegreen.lifecycle.verify import verify_green
 
     if no_node_probe and (require_node_probe or node_modules is not None):
@@ -814,7 +817,7 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
         verify_started = utcnow()
         report = verify_green(lay.data_dir, lay.green_dir, target_version=state.target_version, sample=sample,
                               genesis_unit=genesis_unit or state.genesis_unit,
-                              progress=_progress_saver(store, state, progress, "verify"))
+                              progress=_progress_saver(store, state, progress, "verify"), jobs=jobs)
         checks = list(report.checks)
         checks.append(VerifyCheck(
             name=CHECK_BLUE_UNCHANGED, passed=not drift,

@@ -11,17 +11,20 @@ checks stream both sides in bytewise key order, so memory stays flat for million
 from __future__ import annotations
 
 import random
+from collections import deque
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import apsw
 from rocksdict import Rdict
 
+from bluegreen.engine.pool import open_pool, resolve_jobs
 from bluegreen.engine.rocks_options import open_read_only
+from bluegreen.engine.transform import JointCheckTask, StoredJoint, check_joints, joint_problem
 from bluegreen.errors import BadInputError
 from bluegreen.formats.feeds import data_feed_entries
 from bluegreen.formats.hashing import get_ball_hash, get_unit_hash
@@ -341,26 +344,56 @@ def detect_green_network(conn: apsw.Connection, genesis_unit: str | None) -> Net
 # check 6: one hashing joint per unit
 
 
-def _joint_problem(unit: str, raw: bytes, network: Network, light: bool) -> str | None:
-    """Why the stored joint of `unit` is wrong, or None when it parses and hashes to `unit`."""
-    try:
-        joint = js_parse(raw.decode("utf-8"))
-    except Exception as exc:  # any parse failure is a finding, not a crash
-        return f"{unit}: j value is not valid JSON ({exc})"
-    body = joint.get("unit") if isinstance(joint, dict) else None
-    if not isinstance(body, dict):
-        return f"{unit}: j value has no unit object"
-    if body.get("unit") != unit:
-        return f"{unit}: j value holds unit {body.get('unit')!r}"
-    if light:
-        return None  # light nodes keep units they cannot hash (ocore checks hashes on full nodes only)
-    try:
-        computed = get_unit_hash(body, network)
-    except Exception as exc:
-        return f"{unit}: cannot hash the stored unit ({exc})"
-    if computed != unit:
-        return f"{unit}: stored unit hashes to {computed}"
-    return None
+_joint_problem = joint_problem  # parse + hash of one stored joint (engine/transform.py, shared with workers)
+
+# Joints per task sent to a worker: big enough to amortise the pickling, small enough to keep memory flat.
+JOINT_BATCH = 2000
+
+
+class _Event(NamedTuple):
+    """One step of the units/j-keys merge, in merge order: a finding known at once, or a stored joint to hash."""
+
+    problem: str | None  # "no j key" / stray key finding; None for a joint to check
+    joint: StoredJoint | None
+    counts_done: bool  # True when the step consumed a units row (progress counts units)
+
+
+def _merge_events(green: apsw.Connection, kv: Rdict) -> Iterator[_Event]:
+    """Merge `units` (ORDER BY unit) with the `j` keys (bytewise order): missing keys, stray keys, pairs."""
+    # ORDER BY unit walks the primary-key index; BINARY collation is memcmp of UTF-8, the same order as
+    # RocksDB's bytewise comparator, so a merge of the two sorted streams finds missing and stray keys.
+    units = (str(r[0]) for r in green.execute("SELECT unit FROM units ORDER BY unit"))
+    keys = _kv_range(kv, UNIT_PREFIX)
+    unit = next(units, None)
+    entry = next(keys, None)
+    while unit is not None or entry is not None:
+        unit_key = unit.encode("utf-8") if unit is not None else None
+        kv_unit = entry[0][len(UNIT_PREFIX):] if entry is not None else None
+        if kv_unit is None or (unit_key is not None and unit_key < kv_unit):
+            yield _Event(f"{unit}: no j key", None, True)
+            unit = next(units, None)
+        elif unit_key is None or kv_unit < unit_key:
+            yield _Event(f"j key without a units row: {_show(entry[0])}", None, False)  # type: ignore[index]
+            entry = next(keys, None)
+        else:
+            yield _Event(None, StoredJoint(unit, entry[1]), True)  # type: ignore[index, arg-type]
+            unit = next(units, None)
+            entry = next(keys, None)
+
+
+def _event_batches(events: Iterator[_Event], network: Network, light: bool
+                   ) -> Iterator[tuple[list[_Event], JointCheckTask]]:
+    batch: list[_Event] = []
+    joints: list[StoredJoint] = []
+    for event in events:
+        batch.append(event)
+        if event.joint is not None:
+            joints.append(event.joint)
+            if len(joints) >= JOINT_BATCH:
+                yield batch, JointCheckTask(network, light, joints)
+                batch, joints = [], []
+    if batch:
+        yield batch, JointCheckTask(network, light, joints)
 
 
 def check_kv_units(
@@ -370,42 +403,39 @@ def check_kv_units(
     light: bool,
     sample: int | None,
     progress: Progress | None = None,
+    jobs: int | None = 1,
 ) -> VerifyCheck:
     """Check 6: every `units` row has a `j\\n<unit>` key whose joint hashes to the unit, and no stray `j` key."""
     if sample is not None:
         return _check_kv_units_sample(green, kv, network, light, sample, progress)
     tally = _Tally(CHECK_KV_UNITS)
     total = _count(green, "SELECT count(*) FROM units")
-    # ORDER BY unit walks the primary-key index; BINARY collation is memcmp of UTF-8, the same order as
-    # RocksDB's bytewise comparator, so a merge of the two sorted streams finds missing and stray keys.
-    units = (str(r[0]) for r in green.execute("SELECT unit FROM units ORDER BY unit"))
-    keys = _kv_range(kv, UNIT_PREFIX)
-    unit = next(units, None)
-    entry = next(keys, None)
     done = 0
     strays = 0
-    while unit is not None or entry is not None:
-        unit_key = unit.encode("utf-8") if unit is not None else None
-        kv_unit = entry[0][len(UNIT_PREFIX):] if entry is not None else None
-        if kv_unit is None or (unit_key is not None and unit_key < kv_unit):
-            tally.checked += 1
-            tally.fail(f"{unit}: no j key")
-            unit = next(units, None)
-            done += 1
-        elif unit_key is None or kv_unit < unit_key:
-            tally.checked += 1
-            strays += 1
-            tally.fail(f"j key without a units row: {_show(entry[0])}")  # type: ignore[index]
-            entry = next(keys, None)
-        else:
-            tally.checked += 1
-            problem = _joint_problem(unit, entry[1], network, light)  # type: ignore[index, arg-type]
-            if problem is not None:
-                tally.fail(problem)
-            unit = next(units, None)
-            entry = next(keys, None)
-            done += 1
-        _tick(progress, CHECK_KV_UNITS, done, total)
+    # The main process merges and reads the KV; workers parse and hash; results come back in merge order,
+    # so the tally (and its first failures) is the same for any number of jobs. Only the task goes to a
+    # worker; its merge events wait here, in a FIFO that imap's in-order results pop.
+    pending: deque[list[_Event]] = deque()
+
+    def tasks() -> Iterator[JointCheckTask]:
+        for events, task in _event_batches(_merge_events(green, kv), network, light):
+            pending.append(events)
+            yield task
+
+    with open_pool(resolve_jobs(jobs)) as pool:
+        for problems in pool.imap(check_joints, tasks()):
+            events = pending.popleft()
+            results = iter(problems)
+            for event in events:
+                tally.checked += 1
+                problem = next(results) if event.joint is not None else event.problem
+                if event.joint is None and not event.counts_done:
+                    strays += 1
+                if problem is not None:
+                    tally.fail(problem)
+                if event.counts_done:
+                    done += 1
+                    _tick(progress, CHECK_KV_UNITS, done, total)
     what = "parse only (light node)" if light else "parse + unit hash"
     return tally.result(f"{total} units, {strays} stray j key(s); {what}")
 
@@ -695,11 +725,13 @@ def verify_green(
     sample: int | None = None,
     genesis_unit: str | None = None,
     progress: Progress | None = None,
+    jobs: int | None = None,
 ) -> VerifyReport:
     """Run every verify check of green against blue and return the report (never raises on a failed check).
 
     `sample=None` checks every unit, data feed and ball; `sample=N` checks N reproducibly random ones
-    of each (checks 1-5 always run in full). Raises `BadInputError` when either dir holds no database."""
+    of each (checks 1-5 always run in full). `jobs` worker processes hash the joints of the full units check
+    (None: the usable cores; 1: in this process). Raises `BadInputError` when either dir holds no database."""
     started = datetime.now(timezone.utc)
     if sample is not None and sample < 1:
         raise BadInputError(f"--sample must be at least 1, got {sample}", hint="omit --sample for a full verify")
@@ -729,7 +761,7 @@ def verify_green(
                     # A node with no units has nothing network-dependent to check (stray j keys still are).
                     no_units = _count(green, "SELECT count(*) FROM units") == 0
                     network = MAINNET if no_units else detect_green_network(green, genesis_unit)
-                    return check_kv_units(green, opened, network, light, sample, progress)
+                    return check_kv_units(green, opened, network, light, sample, progress, jobs=jobs)
 
                 checks.append(_run(CHECK_KV_UNITS, units_check))
                 if _user_version(blue) >= KV_ERA_VERSION:
