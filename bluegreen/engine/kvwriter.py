@@ -12,9 +12,10 @@ from pathlib import Path
 from rocksdict import WriteBatch, WriteOptions
 
 from bluegreen.engine.rocks_options import finish_for_node, open_node_compatible, open_read_only
+from bluegreen import ocore_facts
 
 # Keys the v31 step owns: everything under these prefixes is rebuilt from SQL.
-MIGRATED_PREFIXES: tuple[bytes, ...] = (b"j\n", b"df\n", b"dfv\n")
+MIGRATED_PREFIXES = ocore_facts.MIGRATED_PREFIXES
 
 
 def owned_by_migration(key: bytes) -> bool:

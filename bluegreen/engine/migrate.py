@@ -32,10 +32,11 @@ from bluegreen.engine.sqlsource import (
     read_voided_at,
 )
 from bluegreen import signals
+from bluegreen.ocore_facts import is_light_db_name, network_of
 from bluegreen.errors import BadInputError, MigrationError, SourceDataError
 from bluegreen.engine.transform import UnitChunkTask, UnitFailure, transform_unit_chunk
 from bluegreen.formats.feeds import data_feed_entries
-from bluegreen.formats.networks import MAINNET, Network, detect_network, with_genesis
+from bluegreen.formats.networks import MAINNET, detect_network
 from bluegreen.killpoints import killpoint
 from bluegreen.schema.kvsteps import storage_sizes
 from bluegreen.schema.runner import apply_schema_steps
@@ -165,32 +166,6 @@ def _open(db_path: Path) -> apsw.Connection:
     return conn
 
 
-def _detect_network(conn: apsw.Connection, genesis_option: str | None) -> Network:
-    versions = [row[0] for row in conn.execute("SELECT DISTINCT version FROM units")]
-    try:
-        network = detect_network(versions)
-    except ValueError as exc:
-        raise SourceDataError(f"cannot tell the network from units.version values {versions[:10]}: {exc}",
-                              hint="the database mixes networks; it is not a single node's database") from exc
-    if genesis_option:
-        return with_genesis(network, genesis_option)
-    if network.genesis_unit is not None and conn.execute(
-            "SELECT 1 FROM units WHERE unit=?", (network.genesis_unit,)).fetchone() is None:
-        # Not the public network's history (a private network, like ocore's GENESIS_UNIT env): take the
-        # genesis from the data, as for devnet.
-        network = network.model_copy(update={"genesis_unit": None})
-    if network.genesis_unit is None:
-        rows = [r[0] for r in conn.execute(
-            "SELECT unit FROM units WHERE NOT EXISTS (SELECT 1 FROM parenthoods WHERE child_unit=units.unit) "
-            "ORDER BY rowid LIMIT 2")]
-        if len(rows) == 1:
-            return with_genesis(network, rows[0])
-        if len(rows) > 1:
-            raise SourceDataError(f"{network.name}: several units without parents ({', '.join(rows)}): cannot tell the genesis unit",
-                                  hint="pass --genesis-unit")
-    return network
-
-
 def _load_journal(path: Path) -> MigrationJournal | None:
     if not path.exists():
         return None
@@ -211,7 +186,7 @@ def migrate_copy(db_path: Path, kv_dir: Path, journal_path: Path, options: Migra
         raise BadInputError(f"target version {options.target_version} is not supported "
                             f"({SUPPORTED_TARGETS[0]}..{SUPPORTED_TARGETS[-1]})")
     started = time.monotonic()
-    light = options.light if options.light is not None else db_path.name == "byteball-light.sqlite"
+    light = options.light if options.light is not None else is_light_db_name(db_path.name)
     conn = _open(db_path)
     try:
         source_version = int(conn.execute("PRAGMA user_version").fetchone()[0])
@@ -268,7 +243,7 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
         killpoint("engine.after_sql_steps")
         report.units_total = count_units(conn)
         # A node that never synced has no units: nothing tells its network, and nothing needs one.
-        network = _detect_network(conn, options.genesis_unit) if report.units_total else MAINNET
+        network = network_of(conn, options.genesis_unit) if report.units_total else MAINNET
         report.network = network.name if report.units_total else "unknown (no units)"
         report.genesis_unit = network.genesis_unit
         min_mci = read_min_retrievable_mci(conn)

@@ -223,7 +223,7 @@ def count_units(conn: apsw.Connection) -> int:
 def count_data_feed_rows(conn: apsw.Connection) -> int:
     """Number of rows of ocore's data-feed migration query (data_feeds x units x unit_authors)."""
     return int(conn.execute(
-        "SELECT COUNT(*) FROM data_feeds CROSS JOIN units USING(unit) CROSS JOIN unit_authors USING(unit)"
+        "SELECT COUNT(*) " + FEED_JOIN
     ).fetchone()[0])
 
 
@@ -259,6 +259,13 @@ def read_voided_at(conn: apsw.Connection, mci: int) -> list[str]:
         "AND NOT EXISTS (SELECT 1 FROM messages WHERE messages.unit=units.unit) ORDER BY rowid", (mci,))]
 
 
+# ocore migrate_to_kv.js's data-feed join: one row per (data_feeds row, author); a feed row without its unit
+# or authors yields nothing (CROSS JOIN), as in ocore. Engine and verify read feed rows through these.
+FEED_ROW_COLUMNS = "data_feeds.rowid, unit, address, feed_name, `value`, int_value, main_chain_index"
+FEED_JOIN = "FROM data_feeds CROSS JOIN units USING(unit) CROSS JOIN unit_authors USING(unit) "
+FEED_ROWS_SQL = f"SELECT {FEED_ROW_COLUMNS} {FEED_JOIN}"
+
+
 def read_data_feed_rows(conn: apsw.Connection, after_rowid: int, chunk_rows: int) -> tuple[list[tuple[Any, ...]], int | None]:
     """The data-feed rows (as in migrate_to_kv.js) of the next `chunk_rows` data_feeds rowids after
     `after_rowid`: (rows, last data_feeds rowid) or ([], None) at the end. A multi-author unit yields one
@@ -275,9 +282,8 @@ def read_data_feed_rows(conn: apsw.Connection, after_rowid: int, chunk_rows: int
     else:
         upper = int(bound[0])
     rows = list(conn.execute(
-        "SELECT data_feeds.rowid, unit, address, feed_name, `value`, int_value, main_chain_index "
-        "FROM data_feeds CROSS JOIN units USING(unit) CROSS JOIN unit_authors USING(unit) "
-        "WHERE data_feeds.rowid > ? AND data_feeds.rowid <= ? ORDER BY data_feeds.rowid, unit_authors.address",
+        FEED_ROWS_SQL + "WHERE data_feeds.rowid > ? AND data_feeds.rowid <= ? "
+        "ORDER BY data_feeds.rowid, unit_authors.address",
         (after_rowid, upper),
     ))
     return rows, upper

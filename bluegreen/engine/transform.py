@@ -24,8 +24,9 @@ from bluegreen.engine.sqlsource import RawChunk, UnitChunk
 from bluegreen.formats.hashing import get_unit_hash
 from bluegreen.formats.jsvalues import js_parse, js_stringify
 from bluegreen.formats.networks import Network
+from bluegreen.ocore_facts import UNIT_PREFIX
 
-UNIT_KEY_PREFIX = b"j\n"
+UNIT_KEY_PREFIX = UNIT_PREFIX
 
 
 class UnitFailure(BaseModel):

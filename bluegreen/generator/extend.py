@@ -37,6 +37,7 @@ from bluegreen.generator.compose import (
 from bluegreen.generator.model import Dag, Node, PlanningError, similar_mcis
 from bluegreen.generator.units import Address, Utxo
 from bluegreen.generator.writer import SqlWriter
+from bluegreen import ocore_facts
 
 MAX_EXTEND_UNITS = 10_000  # one transaction; the planner holds the whole DAG in memory
 BUSY_TIMEOUT_MS = 30_000
@@ -400,13 +401,13 @@ class _Extender(Generator):
 
 def find_db(data_dir: Path) -> Path:
     """The full node's SQLite file of `data_dir` (light nodes and KV-era nodes are refused)."""
-    db = data_dir / "byteball.sqlite"
+    db = data_dir / ocore_facts.FULL_DB_NAME
     if not db.exists():
-        if (data_dir / "byteball-light.sqlite").exists():
+        if (data_dir / ocore_facts.LIGHT_DB_NAME).exists():
             raise BadInputError(f"{data_dir} is a light node; extend continues full nodes only",
                                 "extend a full node data dir")
         raise BadInputError(f"{data_dir} holds no byteball.sqlite", "give a data dir made by `generate --out`")
-    kv = data_dir / "rocksdb"
+    kv = data_dir / ocore_facts.KV_DIR_NAME
     if kv.is_dir() and any(kv.iterdir()):
         raise BadInputError(f"{data_dir} has a rocksdb/ store; extend continues SQLite-only (pre-31) nodes",
                             "extend a node generated without --stuck-at-30")

@@ -24,6 +24,7 @@ from bluegreen.generator.units import b64
 from bluegreen.generator.writer import SqlWriter
 from bluegreen.schema.reference import available_references, create_empty_database
 from bluegreen.schema.runner import apply_schema_steps
+from bluegreen import ocore_facts
 
 MIN_VERSION = 6
 MAX_VERSION = 29
@@ -61,9 +62,7 @@ class GeneratedNode(BaseModel):
     units_per_second: float
 
 
-def db_file_name(light: bool) -> str:
-    """`byteball.sqlite` for full nodes, `byteball-light.sqlite` for light ones."""
-    return "byteball-light.sqlite" if light else "byteball.sqlite"
+db_file_name = ocore_facts.db_file_name  # one home for ocore's file names
 
 
 def resolve_network(network: Network | str) -> Network:
@@ -112,11 +111,11 @@ def generate_node_dir(out: Path, *, units: int, version: int, light: bool = Fals
         raise BadInputError("at least 2 units are needed (the genesis and one more)", hint="pass --units 2 or more")
     out.mkdir(parents=True, exist_ok=True)
     db_path = out / db_file_name(light)
-    if db_path.exists() or (out / "rocksdb").exists():
+    if db_path.exists() or (out / ocore_facts.KV_DIR_NAME).exists():
         raise BadInputError(f"{out} already holds a node database", hint="choose an empty or new --out directory")
     create_database(db_path, version, light)
 
-    kv_dir = out / "rocksdb" if stuck_at_30 else None
+    kv_dir = out / ocore_facts.KV_DIR_NAME if stuck_at_30 else None
     kv = None
     k_joints = units // 2 if stuck_at_30 else 0
     written = [0]
@@ -131,7 +130,7 @@ def generate_node_dir(out: Path, *, units: int, version: int, light: bool = Fals
         if kv is not None and written[0] < k_joints:
             # close enough to readJointDirectly's joint: the real fill would overwrite it anyway
             joint = {"unit": {k: v for k, v in unit.items() if k != "main_chain_index"}}
-            kv[b"j\n" + unit["unit"].encode()] = js_stringify(joint).encode("utf-8")
+            kv[ocore_facts.UNIT_PREFIX + unit["unit"].encode()] = js_stringify(joint).encode("utf-8")
             written[0] += 1
 
     started = time.perf_counter()

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-DB_NAMES = ("byteball.sqlite", "byteball-light.sqlite")
+from bluegreen.ocore_facts import DB_NAMES, KV_DIR_NAME
+
 # Files that never carry data: the WAL index (rebuilt from the -wal) and SQLite's lock-only files.
 IGNORED_SUFFIXES = ("-shm",)
 
@@ -149,7 +150,7 @@ def take(root: Path, exclude: frozenset[str] = frozenset()) -> Fingerprint:
             fp.sqlite = read_sqlite_header(root / name)
             fp.wal = read_wal_header(root / (name + "-wal"))
             break
-    fp.rocksdb = read_rocksdb_info(root / "rocksdb")
+    fp.rocksdb = read_rocksdb_info(root / KV_DIR_NAME)
     return fp
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from bluegreen.durable import fsync_dir, fsync_file
 from bluegreen.engine.rocks_options import open_read_only
 from bluegreen.lifecycle import fingerprint as fpmod
+from bluegreen.ocore_facts import KV_DIR_NAME
 
 FIRST_ITEMS = 20
 Progress = Callable[[str, int, int], None]
@@ -97,7 +98,7 @@ def iter_kv_keys(kv_dir: Path, scratch: Path, progress: Progress | None = None) 
     scratch.mkdir(parents=True)
     rels = ["rocksdb/" + r for r in fpmod.walk_files(kv_dir) if r != "LOCK"]
     copy_tree_files(kv_dir.parent, scratch, rels, link_sst=True)
-    db = open_read_only(scratch / "rocksdb")
+    db = open_read_only(scratch / KV_DIR_NAME)
     try:
         est = _estimate_keys(db) if progress else 0
         n = 0
@@ -172,6 +173,6 @@ def compare(baseline_fp: fpmod.Fingerprint, baseline_rows: dict[str, int], basel
              if rows.get(t, 0) > baseline_rows.get(t, 0)}
     removed = {t: baseline_rows.get(t, 0) - rows.get(t, 0) for t in set(rows) | set(baseline_rows)
                if rows.get(t, 0) < baseline_rows.get(t, 0)}
-    kv_added, kv_removed, first = diff_kv(baseline_keys, data_dir / "rocksdb", scratch, progress)
+    kv_added, kv_removed, first = diff_kv(baseline_keys, data_dir / KV_DIR_NAME, scratch, progress)
     return GreenChanges(changed=True, file_changes=file_changes, rows_added=added, rows_removed=removed,
                         kv_keys_added=kv_added, kv_keys_removed=kv_removed, kv_first_added=first)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bluegreen.errors import BadInputError, PreflightError
-from bluegreen.lifecycle.fingerprint import DB_NAMES
 from bluegreen.lifecycle.pathhints import check_data_dir_arg
 from bluegreen.lifecycle.pointer import recall
+from bluegreen.ocore_facts import DB_NAMES, is_light_db_name
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Layout:
     @property
     def light(self) -> bool:
         """True for a light wallet database."""
-        return self.db_name == "byteball-light.sqlite"
+        return is_light_db_name(self.db_name)
 
     @property
     def green_dir(self) -> Path:

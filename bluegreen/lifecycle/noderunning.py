@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from bluegreen.errors import NodeRunningError
 from bluegreen.lifecycle.fingerprint import DB_NAMES
+from bluegreen.ocore_facts import KV_DIR_NAME
 
 # struct flock on Linux (x86-64 and aarch64): short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid
 _FLOCK = "hhqqi4x"
@@ -70,7 +71,7 @@ def lock_holder(path: Path) -> int | None:
 
 def lock_probe_paths(data_dir: Path) -> list[Path]:
     """The files whose locks mean 'a node is running'."""
-    paths = [data_dir / "rocksdb" / "LOCK"]
+    paths = [data_dir / KV_DIR_NAME / "LOCK"]
     for name in DB_NAMES:
         paths += [data_dir / name, data_dir / f"{name}-shm"]
     return paths

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from bluegreen.errors import BadInputError
-from bluegreen.lifecycle.fingerprint import DB_NAMES
+from bluegreen.ocore_facts import DB_NAMES, KV_DIR_NAME
 
 
 def check_data_dir_arg(data_dir: Path) -> None:
@@ -23,7 +23,7 @@ def check_data_dir_arg(data_dir: Path) -> None:
     if p.name in DB_NAMES or p.name.startswith(tuple(n + "-" for n in DB_NAMES)):
         raise BadInputError(f"{p} is the node's database file, not its data dir",
                             f"did you mean --data-dir {p.parent}?")
-    if p.name == "rocksdb" and any((p.parent / n).is_file() for n in DB_NAMES):
+    if p.name == KV_DIR_NAME and any((p.parent / n).is_file() for n in DB_NAMES):
         raise BadInputError(f"{p} is the node's KV store inside the data dir, not the data dir",
                             f"did you mean --data-dir {p.parent}?")
     if p.exists() and not p.is_dir():

@@ -21,6 +21,7 @@ from bluegreen.lifecycle.state import Phase, SpaceEstimate
 from bluegreen.lifecycle.target import choose_target
 from bluegreen.nodecompat.probe import find_node_app
 from bluegreen.schema.steps import LAST_SQL_STEP, Step, steps_between
+from bluegreen.ocore_facts import KV_DIR_NAME
 
 # Units per second of a whole `stage` (snapshot + SQL steps + KV fill + fsyncs), measured on this project's
 # 2-core test machine on generated devnet nodes, version 28: 2k units 3244/s, 20k units 3777/s (docs/runbook.md
@@ -146,7 +147,7 @@ def plan(data_dir: Path | None = None, staging_dir: Path | None = None, *,
         warnings.append(f"not enough free space: {snapshot.describe_space(est)}")
     if usage.running:
         warnings.append("the node is running (stage " + ("refuses while a KV store exists)"
-                                                        if (lay.data_dir / "rocksdb").is_dir() else
+                                                        if (lay.data_dir / KV_DIR_NAME).is_dir() else
                                                         "copies anyway; stop it before promote)"))
     rate_note = (f"units / {STAGE_UNITS_PER_SECOND:.0f} units/s, the stage rate measured on a 2-core machine; "
                  "verify is not estimated")

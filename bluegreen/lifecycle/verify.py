@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 from collections import deque
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,13 +26,17 @@ from bluegreen.engine.rocks_options import open_read_only
 from bluegreen.engine.transform import JointCheckTask, StoredJoint, check_joints, joint_problem
 from bluegreen.errors import BadInputError
 from bluegreen.formats.feeds import data_feed_entries
-from bluegreen.formats.hashing import get_ball_hash, get_unit_hash
-from bluegreen.formats.jsvalues import js_parse
-from bluegreen.formats.networks import MAINNET, Network, detect_network
+from bluegreen.formats.hashing import get_ball_hash
+from bluegreen.formats.networks import MAINNET, Network
 from bluegreen.schema import drift, reference
 from bluegreen.schema.steps import LAST_SQL_STEP, declared_effects
 from bluegreen.lifecycle.snapshot import open_readonly_quiet
 from bluegreen.lifecycle.pragma_progress import run_pragma
+from bluegreen.engine.sqlsource import FEED_ROW_COLUMNS, FEED_ROWS_SQL
+from bluegreen.ocore_facts import (  # noqa: F401 - re-exported for callers of verify
+    DB_NAMES, DF_PREFIX, DFV_PREFIX, FULL_DB_NAME, KV_DIR_NAME, KV_ERA_VERSION, LIGHT_DB_NAME, UNIT_PREFIX,
+    find_genesis, network_of,
+)
 from bluegreen.lifecycle.verify_models import MAX_FIRST_FAILURES, VerifyCheck, VerifyReport
 
 Progress = Callable[[str, int, int], None]
@@ -45,21 +48,14 @@ CHECK_SCHEMA = "schema"
 CHECK_ROW_COUNTS = "row_counts"
 CHECK_KV_UNITS = "kv_units"
 CHECK_KV_DATA_FEEDS = "kv_data_feeds"
-KV_ERA_VERSION = 31  # from this version on, ocore keeps unit JSON and data feeds only in the KV store
 CHECK_BALLS = "balls"
 
-FULL_DB_NAME = "byteball.sqlite"
-LIGHT_DB_NAME = "byteball-light.sqlite"
-KV_DIR_NAME = "rocksdb"
 
 # Sampling must give the same items on every run so that a failure can be reproduced.
 SAMPLE_SEED = 31
 
 PROGRESS_EVERY = 10_000
 
-UNIT_PREFIX = b"j\n"
-DF_PREFIX = b"df\n"
-DFV_PREFIX = b"dfv\n"
 
 # ---------------------------------------------------------------------------------------------
 # small helpers
@@ -319,25 +315,9 @@ def check_row_counts(blue: apsw.Connection, green: apsw.Connection, progress: Pr
 # network and genesis
 
 
-def find_genesis(conn: apsw.Connection) -> str | None:
-    """The unit without parents (genesis): looked for among mci-0 units first, then in all units."""
-    sql_mc0 = (
-        "SELECT unit FROM units WHERE main_chain_index=0 "
-        "AND NOT EXISTS (SELECT 1 FROM parenthoods WHERE child_unit=units.unit)"
-    )
-    rows = conn.execute(sql_mc0).fetchall()
-    if not rows:
-        rows = conn.execute(
-            "SELECT unit FROM units WHERE NOT EXISTS (SELECT 1 FROM parenthoods WHERE child_unit=units.unit) LIMIT 2"
-        ).fetchall()
-    return str(rows[0][0]) if len(rows) == 1 else None
-
-
 def detect_green_network(conn: apsw.Connection, genesis_unit: str | None) -> Network:
-    """The network of the data, from the distinct `units.version` values and the genesis unit."""
-    versions = [r[0] for r in conn.execute("SELECT DISTINCT version FROM units")]
-    genesis = genesis_unit or find_genesis(conn)
-    return detect_network(versions, genesis_unit=genesis)
+    """The network of the data and its genesis unit (`ocore_facts.network_of`, the engine's rule too)."""
+    return network_of(conn, genesis_unit)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -478,10 +458,7 @@ def _check_kv_units_sample(
 
 
 # The rows ocore's migration turns into df/dfv keys: one per (data_feeds row, author), in rowid order.
-_FEED_ROWS_SQL = (
-    "SELECT data_feeds.rowid, unit, address, feed_name, `value`, int_value, main_chain_index "
-    "FROM data_feeds CROSS JOIN units USING(unit) CROSS JOIN unit_authors USING(unit) "
-)
+_FEED_ROWS_SQL = FEED_ROWS_SQL
 
 
 def _entries(row: tuple[Any, ...]) -> list[tuple[bytes, bytes]]:
@@ -564,7 +541,7 @@ def _group_rows(blue: apsw.Connection, address: str, feed_name: str, mci: int | 
     mci_cond = "(units.main_chain_index=0 OR units.main_chain_index IS NULL)" if not mci else "units.main_chain_index=?"
     bindings: tuple[Any, ...] = (feed_name, address) if not mci else (mci, feed_name, address)
     sql = (
-        "SELECT data_feeds.rowid, unit, address, feed_name, `value`, int_value, main_chain_index "
+        f"SELECT {FEED_ROW_COLUMNS} "  # units first: the group is found by mci through units' index
         "FROM units CROSS JOIN data_feeds USING(unit) CROSS JOIN unit_authors USING(unit) "
         f"WHERE {mci_cond} AND feed_name=? AND address=? ORDER BY data_feeds.rowid"
     )

@@ -13,8 +13,9 @@ import apsw
 from pydantic import BaseModel
 
 from bluegreen.formats.feeds import get_numeric_feed_value
+from bluegreen.ocore_facts import STATE_VAR_PREFIX
 
-ST_LOW = b"st\n"
+ST_LOW = STATE_VAR_PREFIX
 ST_HIGH = "st\n\uffff".encode("utf-8")
 
 
