@@ -317,16 +317,25 @@ SWAPPING = {Phase.PROMOTING, Phase.ROLLING_BACK}
 
 
 def sqlite_user_version(db: Path) -> int | None:
-    """user_version of a SQLite file without writing anything next to it (immutable: no -wal/-shm)."""
+    """user_version as SQLite sees it after recovery (WAL or hot journal), read from a scratch copy so that the
+    image itself is left exactly as the crash left it (the -shm is rebuilt by SQLite, so it is not copied)."""
+    import tempfile
+
     import apsw
-    try:
-        conn = apsw.Connection(f"file:{db}?immutable=1", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
-        try:
-            return int(conn.execute("PRAGMA user_version").fetchall()[0][0])
-        finally:
-            conn.close()
-    except apsw.Error:
+    if not db.exists():
         return None
+    with tempfile.TemporaryDirectory(prefix="power-sqlite-") as tmp:
+        for suffix in ("", "-wal", "-journal"):
+            if Path(str(db) + suffix).exists():
+                shutil.copyfile(str(db) + suffix, Path(tmp) / (db.name + suffix))
+        try:
+            conn = apsw.Connection(str(Path(tmp) / db.name))
+            try:
+                return int(conn.execute("PRAGMA user_version").fetchall()[0][0])
+            finally:
+                conn.close()
+        except apsw.Error:
+            return None
 
 
 def check_disk(rec: Recording, mnt: Path) -> list[str]:
