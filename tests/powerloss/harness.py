@@ -266,7 +266,8 @@ def record(sc: Scenario, work: Path) -> Recording:
         pre_node if before == Phase.PROMOTED else None,
         post_green if final and final.phase in (Phase.MIGRATED, Phase.VERIFIED, Phase.ROLLED_BACK) else None,
         after if final and final.phase == Phase.PROMOTED else None) if h}
-    phases = ({before} if before else set()) | set(passed)
+    # A fresh stage first saves a NONE state (the "created" audit line names no phase).
+    phases = {before or Phase.NONE} | set(passed)
     return Recording(sc, work / "base.img", epochs, flushes, blue, greens, after, before,
                      final.phase if final else None, phases, final)
 
