@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from bluegreen.lifecycle.state import Phase
-from tests.powerloss.harness import (SCENARIOS, check_disk, check_image, crash_points, mechanism_available, mounted,
-                                     record, replay)
+from tests.powerloss.harness import (SCENARIOS, check_disk, check_image, crash_points, first_boundary, image_at,
+                                     mechanism_available, mounted, read_state, record, replay)
 
 pytestmark = pytest.mark.powerloss
 BY_NAME = {s.name: s for s in SCENARIOS}
@@ -54,6 +54,24 @@ def test_the_resumed_stage_is_recorded_from_the_middle_of_the_kv_fill(recorder_r
     report = rec.final_state.migration_report if rec.final_state else None
     assert report and report["resumed"] is True and report["resumed_from_unit_rowid"] > 0
     assert rec.after == rec.blue and len(rec.greens) == 1
+
+
+def test_green_is_complete_in_the_first_image_that_says_migrated(recorder_ready: None, tmp_path: Path) -> None:
+    """Regression (stage image at flush 136 of 146, seed 1): state MIGRATED, yet green/rocksdb/rocksdict-config.json
+    was empty, rocksdict writes it without fsync. The engine now fsyncs every file of the built KV dir."""
+    rec = record(BY_NAME["stage"], tmp_path)
+
+    def migrated(mnt: Path) -> bool:
+        st = read_state(mnt / "node.bluegreen")
+        return st is not None and st.phase == Phase.MIGRATED
+
+    k = first_boundary(rec, tmp_path, migrated)
+    image_at(rec, k, tmp_path / "crash.img")
+    with mounted(tmp_path / "crash.img", tmp_path / "fs") as mnt:
+        assert migrated(mnt)
+        config = mnt / "node.bluegreen" / "green" / "rocksdb" / "rocksdict-config.json"
+        assert config.stat().st_size > 0
+        assert check_disk(rec, mnt) == []
 
 
 def test_the_checker_sees_a_lost_conf_and_a_phase_the_disk_contradicts(recorder_ready: None, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import apsw
 from pydantic import BaseModel, Field
 
-from bluegreen.durable import atomic_write_json, fsync_dir
+from bluegreen.durable import atomic_write_json, fsync_dir, fsync_tree
 from bluegreen.engine.joints import (
     JointError,
     ReadContext,
@@ -287,7 +287,9 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
                     report.kv_era_steps = later.model_dump(mode="json")
             finally:
                 kv.close()
-            fsync_dir(build_dir)
+            # Every file, not just the dir: rocksdict writes its config without fsync, and a power cut after
+            # the journal says KV_DONE (and the state MIGRATED) left it empty (tests/test_powerloss.py).
+            fsync_tree(build_dir)
             journal.phase = JournalPhase.KV_DONE
             save()
         report.orphan_data_feed_rows = _count_orphan_feeds(conn)

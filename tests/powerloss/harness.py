@@ -421,6 +421,29 @@ def check_image(rec: Recording, mnt: Path, rerun: bool) -> list[str]:
     return bad
 
 
+def image_at(rec: Recording, k: int, out: Path) -> None:
+    """The crash image at flush boundary k: the recorded base plus every write before flush k."""
+    subprocess.run(["cp", "--sparse=always", str(rec.base), str(out)], check=True)
+    with open(out, "r+b") as f:
+        for ep in rec.epochs[:k]:
+            for off, data in ep:
+                f.seek(off)
+                f.write(data)
+
+
+def first_boundary(rec: Recording, work: Path, pred: Callable[[Path], bool]) -> int:
+    """The first flush boundary whose image satisfies `pred` (a property that, once true, stays true)."""
+    lo, hi = 0, len(rec.epochs) - 1
+    img, mnt = work / "crash.img", work / "fs"
+    while lo < hi:
+        mid = (lo + hi) // 2
+        image_at(rec, mid, img)
+        with mounted(img, mnt):
+            ok = pred(mnt)
+        lo, hi = (lo, mid) if ok else (mid + 1, hi)
+    return lo
+
+
 def region_digest(img: Path, epoch: list[tuple[int, bytes]]) -> str:
     """Hash of the image where the epoch's writes land: differs between images with different subsets."""
     h = hashlib.sha256()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.powerloss.harness import mechanism_available, run_all
 
-DEFAULT_PER_EPOCH = 3
+DEFAULT_PER_EPOCH = 1
 SWEEP_PER_EPOCH = 12
 # Every image runs `upgrade status` in a child process (~1 s of Python start-up on a loaded machine); the
 # interrupted command is re-run (child processes too) on every DEFAULT_RERUN_EVERY-th image, on every one by --sweep.
