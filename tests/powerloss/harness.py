@@ -351,12 +351,14 @@ def check_disk(rec: Recording, mnt: Path) -> list[str]:
             bad.append("data dir missing and no swap journal")
     elif now != rec.blue and not (may_swap and now in rec.greens):
         bad.append("data dir is neither blue nor a complete green")
-    for d in (node, staging / "blue-previous"):
-        if d.is_dir():
-            for f in ("conf.json", "keys.json"):
-                p = d / f
-                if not p.exists() or p.stat().st_size == 0:
-                    bad.append(f"{d.name}/{f} missing or empty")
+    if node.is_dir():  # the live path holds blue's or green's copy of them
+        for f in ("conf.json", "keys.json"):
+            p = node / f
+            if not p.exists() or p.stat().st_size == 0:
+                bad.append(f"data dir {f} missing or empty")
+    if now != rec.blue and not any(tree_hash(staging / d) == rec.blue for d in ("blue-previous", "green")):
+        # Swapped out (exchange leaves it in green/ until the rename to blue-previous): kept whole, other files too.
+        bad.append("blue is neither the data dir nor kept whole in blue-previous/ or green/")
     try:
         st = read_state(staging)
     except Exception as exc:  # pydantic ValidationError, UnicodeDecodeError, OSError
