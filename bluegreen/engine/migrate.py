@@ -19,7 +19,7 @@ from typing import Any
 import apsw
 from pydantic import BaseModel, Field
 
-from bluegreen.durable import atomic_write_json, fsync_dir
+from bluegreen.durable import atomic_write_json, fsync_dir, fsync_tree
 from bluegreen.engine.joints import ReadContext
 from bluegreen.engine.kvwriter import KvBuilder, iter_kv, owned_by_migration, remove_kv_dir
 from bluegreen.engine.pool import open_pool, resolve_jobs
@@ -275,7 +275,9 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
                     report.kv_era_steps = later.model_dump(mode="json")
             finally:
                 kv.close()
-            fsync_dir(build_dir)
+            # Every file, not just the dir: rocksdict writes its config without fsync, and a power cut after
+            # the journal says KV_DONE (and the state MIGRATED) left it empty (tests/test_powerloss.py).
+            fsync_tree(build_dir)
             journal.phase = JournalPhase.KV_DONE
             save()
         elif options.target_version > KV_FILL_STEP:

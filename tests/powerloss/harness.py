@@ -25,6 +25,7 @@ from typing import Callable, Iterator
 from typer.testing import CliRunner
 
 from bluegreen.cli import app
+from bluegreen.lifecycle.state import Phase, StagingState
 
 IMAGE_MIB = 128  # stage keeps a 64 MiB free-space margin
 GEN = [sys.executable, "-m", "bluegreen.generator.cli", "--units", "200", "--version", "28", "--seed", "1"]
@@ -115,12 +116,36 @@ def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, BaseEx
     return r.exit_code, r.output, exc
 
 
+CHILD_TIMEOUT = 600
+
+
+def child(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """`python -m bluegreen ARGS` in a child process, as an operator would run it after the power came back."""
+    full = {k: v for k, v in os.environ.items() if k not in ("BLUEGREEN_KILL_AT", "BLUEGREEN_SWAP_MECHANISM")}
+    full.update(env or {})
+    r = subprocess.run([sys.executable, "-m", "bluegreen", *args], env=full, capture_output=True, text=True,
+                       timeout=CHILD_TIMEOUT, cwd=Path(__file__).resolve().parents[2], stdin=subprocess.DEVNULL)
+    return r.returncode, r.stdout + r.stderr
+
+
+def crashed(rc: int, out: str) -> bool:
+    """A traceback or a death by signal: not an answer."""
+    return rc < 0 or "Traceback" in out
+
+
+def diagnostic_only(p: Path) -> bool:
+    """RocksDB's info log (`LOG`, `LOG.old.<µs>`): diagnostics, written without fsync, renamed at every open."""
+    return p.parent.name == "rocksdb" and (p.name == "LOG" or p.name.startswith("LOG.old."))
+
+
 def tree_hash(root: Path) -> str | None:
-    """Names, sizes and bytes of every file under root (None when root is absent)."""
+    """Names, sizes and bytes of every file under root (None when root is absent), RocksDB info logs left out."""
     if not root.is_dir():
         return None
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
+        if diagnostic_only(p):
+            continue
         rel = str(p.relative_to(root))
         if p.is_file() and not p.is_symlink():
             h.update(f"F {rel}\n".encode())
@@ -137,6 +162,9 @@ class Scenario:
     prepare: list[list[str]]
     command: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    # (command, BLUEGREEN_KILL_AT point): run after `prepare` in a child that must die by SIGKILL there;
+    # `command` is then the resume. Unrecorded, like prepare; the page cache reaches the device at unmount.
+    interrupted: tuple[list[str], str] | None = None
 
 
 @dataclass
@@ -145,9 +173,13 @@ class Recording:
     base: Path            # the device image when recording started
     epochs: list[list[tuple[int, bytes]]]   # writes between flushes; epochs[i] ends with flush i
     flushes: int
-    blue: str             # data dir tree hash before the command
-    green: str | None     # complete green: green/ before promote, or the data dir after the command
+    blue: str             # the node's own data dir (tree hash) as generated, before any upgrade command
+    greens: set[str]      # tree hashes of a complete green (staged, verified, promoted)
     after: str | None     # data dir after the command completed
+    phase_before: Phase | None   # state.json's phase when the command started (None: no staging area)
+    phase_after: Phase | None    # and when it finished
+    phases: set[Phase]    # every phase the uninterrupted command passed through, incl. phase_before
+    final_state: StagingState | None = None
 
 
 def parse_log(log: Path) -> tuple[list[list[tuple[int, bytes]]], int]:
@@ -173,6 +205,24 @@ def args_for(sc: list[str], fs: Path) -> list[str]:
     return [a.replace("{D}", str(fs / "node")) for a in sc]
 
 
+def read_state(staging: Path) -> StagingState | None:
+    """state.json through the real model (None when absent); raises when unreadable."""
+    p = staging / "state.json"
+    if not p.exists():
+        return None
+    return StagingState.model_validate_json(p.read_bytes())
+
+
+def audit_phases(mnt: Path) -> list[Phase]:
+    """to_phase of every audit.log line, also from the copy abort keeps aside (`node.bluegreen-aborted-*`)."""
+    logs = [mnt / "node.bluegreen" / "audit.log", *sorted(mnt.glob("node.bluegreen-aborted-*/audit.log"))]
+    for log in logs:
+        if log.exists():
+            docs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+            return [Phase(d["to_phase"]) for d in docs if d.get("to_phase")]
+    return []
+
+
 def record(sc: Scenario, work: Path) -> Recording:
     work.mkdir(parents=True, exist_ok=True)
     dev = work / "device.img"
@@ -183,24 +233,43 @@ def record(sc: Scenario, work: Path) -> Recording:
         f.truncate(IMAGE_MIB << 20)
     sh("mkfs.ext4", "-q", "-F", str(dev))
     log.touch()
-    green: str | None = None
     with recording_device(work, dev, log) as fs:
         subprocess.run([*GEN, "--out", str(fs / "node")], check=True, capture_output=True)
+        blue = tree_hash(fs / "node") or ""
         for step in sc.prepare:
             rc, out, exc = cli(*args_for(step, fs), env=sc.env)
             assert rc == 0 and exc is None, f"prepare {step}: {out} {exc}"
-        blue = tree_hash(fs / "node")
-        green = tree_hash(fs / "node.bluegreen" / "green")
+        if sc.interrupted:
+            cmd, point = sc.interrupted
+            rc, out = child(*args_for(cmd, fs), env={**sc.env, "BLUEGREEN_KILL_AT": point})
+            assert rc == -9, f"{cmd} was to die at {point}, ended rc={rc}: {out[-500:]}"
+        staging = fs / "node.bluegreen"
+        st = read_state(staging)
+        before = st.phase if st else None
+        pre_node, pre_green = tree_hash(fs / "node"), tree_hash(staging / "green")
+        audited = len(audit_phases(fs))
     subprocess.run(["cp", "--sparse=always", str(dev), str(work / "base.img")], check=True)  # device state when recording starts
     Path(str(log) + ".start").touch()
     with recording_device(work, dev, log) as fs:
         rc, out, exc = cli(*args_for(sc.command, fs), env=sc.env)
         assert rc == 0 and exc is None, f"{sc.command}: {out} {exc}"
         after = tree_hash(fs / "node")
+        final = read_state(fs / "node.bluegreen")
+        post_green = tree_hash(fs / "node.bluegreen" / "green")
+        passed = audit_phases(fs)[audited:]
     Path(str(log) + ".start").unlink()
     epochs, flushes = parse_log(log)
     assert flushes > 0, "the recorder saw no flush: the loop device did not pass the FS's flushes down"
-    return Recording(sc, work / "base.img", epochs, flushes, blue or "", green, after)
+    # A complete green: green/ once migrated (before or after the command), the data dir once promoted.
+    greens = {h for h in (
+        pre_green if before in (Phase.MIGRATED, Phase.VERIFIED, Phase.ROLLED_BACK) else None,
+        pre_node if before == Phase.PROMOTED else None,
+        post_green if final and final.phase in (Phase.MIGRATED, Phase.VERIFIED, Phase.ROLLED_BACK) else None,
+        after if final and final.phase == Phase.PROMOTED else None) if h}
+    # A fresh stage first saves a NONE state (the "created" audit line names no phase).
+    phases = {before or Phase.NONE} | set(passed)
+    return Recording(sc, work / "base.img", epochs, flushes, blue, greens, after, before,
+                     final.phase if final else None, phases, final)
 
 
 @dataclass
@@ -241,47 +310,140 @@ def build_image(rec: Recording, pt: CrashPoint, prefix: Path, out: Path) -> None
                 f.write(data)
 
 
-def check_image(rec: Recording, mnt: Path, rerun: bool) -> list[str]:
-    """The invariants; returns the violations found."""
+# Phases in which the live path must hold the node's own data, byte for byte.
+BLUE_PHASES = {Phase.NONE, Phase.SNAPSHOTTING, Phase.SNAPSHOTTED, Phase.MIGRATING, Phase.MIGRATED, Phase.VERIFIED,
+               Phase.ROLLED_BACK, Phase.ABORTED, Phase.FAILED}
+GREEN_COMPLETE_PHASES = {Phase.MIGRATED, Phase.VERIFIED, Phase.ROLLED_BACK}
+SWAPPING = {Phase.PROMOTING, Phase.ROLLING_BACK}
+
+
+def sqlite_user_version(db: Path) -> int | None:
+    """user_version as SQLite sees it after recovery (WAL or hot journal), read from a scratch copy so that the
+    image itself is left exactly as the crash left it (the -shm is rebuilt by SQLite, so it is not copied)."""
+    import tempfile
+
+    import apsw
+    if not db.exists():
+        return None
+    with tempfile.TemporaryDirectory(prefix="power-sqlite-") as tmp:
+        for suffix in ("", "-wal", "-journal"):
+            if Path(str(db) + suffix).exists():
+                shutil.copyfile(str(db) + suffix, Path(tmp) / (db.name + suffix))
+        try:
+            conn = apsw.Connection(str(Path(tmp) / db.name))
+            try:
+                return int(conn.execute("PRAGMA user_version").fetchall()[0][0])
+            finally:
+                conn.close()
+        except apsw.Error:
+            return None
+
+
+def check_disk(rec: Recording, mnt: Path) -> list[str]:
+    """What the image holds, before any command looks at it (status may recover, so it runs after)."""
     bad: list[str] = []
     node, staging = mnt / "node", mnt / "node.bluegreen"
-    name = rec.scenario.name
+    journal = (staging / "swap-journal.json").exists()
     now = tree_hash(node)
-    allowed = {rec.blue} if name in ("stage", "stage-resume", "verify", "abort") else {rec.blue, rec.green, rec.after}
+    may_swap = bool(rec.greens & {rec.after}) or rec.phase_before == Phase.PROMOTED
     if now is None:
-        if not (staging / "swap-journal.json").exists():
+        if not journal:
             bad.append("data dir missing and no swap journal")
-    elif now not in allowed:
+    elif now != rec.blue and not (may_swap and now in rec.greens):
         bad.append("data dir is neither blue nor a complete green")
-    if node.is_dir():
+    if node.is_dir():  # the live path holds blue's or green's copy of them
         for f in ("conf.json", "keys.json"):
             p = node / f
             if not p.exists() or p.stat().st_size == 0:
                 bad.append(f"data dir {f} missing or empty")
-    st = staging / "state.json"
-    if st.exists():
-        try:
-            doc = json.loads(st.read_text())
-            if "phase" not in doc:
-                bad.append("state.json names no phase")
-        except (ValueError, UnicodeDecodeError) as exc:
-            bad.append(f"state.json unreadable: {exc}")
-    rc, out, exc = cli("status", "--data-dir", str(node))
-    if exc is not None:
-        bad.append(f"status raised {type(exc).__name__}: {exc}")
+    if now != rec.blue and not any(tree_hash(staging / d) == rec.blue for d in ("blue-previous", "green")):
+        # Swapped out (exchange leaves it in green/ until the rename to blue-previous): kept whole, other files too.
+        bad.append("blue is neither the data dir nor kept whole in blue-previous/ or green/")
+    try:
+        st = read_state(staging)
+    except Exception as exc:  # pydantic ValidationError, UnicodeDecodeError, OSError
+        return bad + [f"state.json unreadable: {type(exc).__name__}: {str(exc)[:200]}"]
+    if st is None:
+        # Only a fresh stage (before its first save) or abort (after removing the staging area) has none.
+        if rec.phase_before is not None and rec.scenario.command[0] != "abort":
+            bad.append("state.json missing")
+        elif now != rec.blue:
+            bad.append("no state.json but the data dir is not blue")
+        return bad
+    ph = st.phase
+    if ph not in rec.phases:
+        bad.append(f"phase {ph.value} is not one the command passes through ({sorted(p.value for p in rec.phases)})")
+    if ph in BLUE_PHASES and now != rec.blue and not journal:
+        bad.append(f"phase {ph.value} but the data dir is not blue")
+    if ph == Phase.PROMOTED:
+        if now not in rec.greens:
+            bad.append("phase PROMOTED but the data dir is not the complete green")
+        if tree_hash(staging / "blue-previous") != rec.blue and not journal:
+            bad.append("phase PROMOTED but blue-previous is not blue")
+    if journal and ph not in SWAPPING | {Phase.PROMOTED, Phase.ROLLED_BACK}:
+        bad.append(f"swap journal present in phase {ph.value}")
+    green = staging / "green"
+    if ph in GREEN_COMPLETE_PHASES and tree_hash(green) not in rec.greens:
+        bad.append(f"phase {ph.value} but green/ is not the complete green")
+    if ph in (Phase.SNAPSHOTTED, Phase.MIGRATING):
+        v = sqlite_user_version(green / st.db_name)
+        if v is None:
+            bad.append(f"phase {ph.value} but green/{st.db_name} is missing or unreadable")
+        elif ph == Phase.SNAPSHOTTED and v != st.source_version:
+            bad.append(f"phase SNAPSHOTTED but green is at version {v}, not the source's {st.source_version}")
+    return bad
+
+
+def check_image(rec: Recording, mnt: Path, rerun: bool) -> list[str]:
+    """The invariants; returns the violations found."""
+    bad = check_disk(rec, mnt)
+    node = mnt / "node"
+    name = rec.scenario.command[0]
+    rc, out = child("status", "--data-dir", str(node))
+    if crashed(rc, out):
+        bad.append(f"status crashed rc={rc}: {out[-300:]}")
     if rerun and not bad:
-        rc, out, exc = cli(*args_for(rec.scenario.command, mnt), env=rec.scenario.env)
-        if exc is not None or rc != 0:
-            bad.append(f"re-run of {name} failed rc={rc}: {out[-300:]} {exc or ''}")
+        rc, out = child(*args_for(rec.scenario.command, mnt), env=rec.scenario.env)
+        if rc != 0 or crashed(rc, out):
+            bad.append(f"re-run of {rec.scenario.name} failed rc={rc}: {out[-300:]}")
         else:
-            final = tree_hash(node)
-            if final != rec.after:
+            if tree_hash(node) != rec.after:
                 bad.append("re-run finished but the data dir differs from the uninterrupted result")
-            if name in ("stage", "stage-resume"):
-                rc, out, exc = cli("verify", "--data-dir", str(node))
-                if rc != 0 or exc is not None:
+            try:
+                st = read_state(mnt / "node.bluegreen")
+            except Exception as exc:
+                st = None
+                bad.append(f"state.json unreadable after the re-run: {exc}")
+            if (st.phase if st else None) != rec.phase_after:
+                bad.append(f"re-run ended in phase {st.phase if st else None}, uninterrupted in {rec.phase_after}")
+            if name == "stage":
+                rc, out = child("verify", "--data-dir", str(node))
+                if rc != 0 or crashed(rc, out):
                     bad.append(f"verify after re-run failed rc={rc}: {out[-300:]}")
     return bad
+
+
+def image_at(rec: Recording, k: int, out: Path) -> None:
+    """The crash image at flush boundary k: the recorded base plus every write before flush k."""
+    subprocess.run(["cp", "--sparse=always", str(rec.base), str(out)], check=True)
+    with open(out, "r+b") as f:
+        for ep in rec.epochs[:k]:
+            for off, data in ep:
+                f.seek(off)
+                f.write(data)
+
+
+def first_boundary(rec: Recording, work: Path, pred: Callable[[Path], bool]) -> int:
+    """The first flush boundary whose image satisfies `pred` (a property that, once true, stays true)."""
+    lo, hi = 0, len(rec.epochs) - 1
+    img, mnt = work / "crash.img", work / "fs"
+    while lo < hi:
+        mid = (lo + hi) // 2
+        image_at(rec, mid, img)
+        with mounted(img, mnt):
+            ok = pred(mnt)
+        lo, hi = (lo, mid) if ok else (mid + 1, hi)
+    return lo
 
 
 def region_digest(img: Path, epoch: list[tuple[int, bytes]]) -> str:
@@ -301,11 +463,16 @@ class ReplayResult:
     images: int
     distinct: int
     violations: list[tuple[CrashPoint, list[str]]]
+    reruns: int = 0
 
 
 def replay(rec: Recording, work: Path, per_epoch: int, seed: int, rerun_every: int,
-           keep_bad: Path | None = None) -> ReplayResult:
-    pts = crash_points(rec, per_epoch, seed)
+           keep_bad: Path | None = None, stride: int = 1, points: list[CrashPoint] | None = None,
+           progress: Callable[[str], None] | None = None) -> ReplayResult:
+    """Check crash images: every `stride`-th of the seeded crash points (or exactly `points`), re-running the
+    interrupted command on every `rerun_every`-th checked image."""
+    pts = points if points is not None else crash_points(rec, per_epoch, seed)[::stride]
+    reruns = 0
     prefix = work / "prefix.img"
     subprocess.run(["cp", "--sparse=always", str(rec.base), str(prefix)], check=True)
     applied = 0
@@ -322,14 +489,18 @@ def replay(rec: Recording, work: Path, per_epoch: int, seed: int, rerun_every: i
             applied += 1
         build_image(rec, pt, prefix, img)
         digests.add(region_digest(img, rec.epochs[pt.flush_index]) + str(pt.flush_index))
+        rerun = n % rerun_every == 0
+        reruns += rerun
         with mounted(img, mnt):
-            bad = check_image(rec, mnt, rerun=(n % rerun_every == 0))
+            bad = check_image(rec, mnt, rerun=rerun)
+        if progress and (n + 1) % 25 == 0:
+            progress(f"  {rec.scenario.name}: {n + 1}/{len(pts)} images, {len(violations) + bool(bad)} violations")
         if bad:
             violations.append((pt, bad))
             if keep_bad is not None:
                 keep_bad.mkdir(parents=True, exist_ok=True)
                 build_image(rec, pt, prefix, keep_bad / f"{rec.scenario.name}-f{pt.flush_index}-{n}.img")
-    return ReplayResult(rec.scenario.name, rec.flushes, len(pts), len(digests), violations)
+    return ReplayResult(rec.scenario.name, rec.flushes, len(pts), len(digests), violations, reruns)
 
 
 D = "{D}"
@@ -342,20 +513,24 @@ SCENARIOS: list[Scenario] = [
     Scenario("rollback", [["stage", "--data-dir", D], ["verify", "--data-dir", D], ["promote", "--data-dir", D]],
              ["rollback", "--data-dir", D]),
     Scenario("abort", [["stage", "--data-dir", D]], ["abort", "--data-dir", D]),
+    # A stage SIGKILLed in the middle of the KV fill (every unit written, no data feed yet), then the resume.
+    Scenario("stage-resume", [], ["stage", "--data-dir", D],
+             interrupted=(["stage", "--data-dir", D], "engine.mid_feeds_chunk@1")),
 ]
 
 
 def run_all(work: Path, per_epoch: int, seed: int, rerun_every: int, only: list[str] | None = None,
-            report: Callable[[str], None] = print) -> list[ReplayResult]:
+            report: Callable[[str], None] = print, stride: int = 1) -> list[ReplayResult]:
     results = []
     for sc in SCENARIOS:
         if only and sc.name not in only:
             continue
         t0 = time.monotonic()
         rec = record(sc, work / sc.name)
-        r = replay(rec, work / sc.name, per_epoch, seed, rerun_every, keep_bad=work / "bad")
+        r = replay(rec, work / sc.name, per_epoch, seed, rerun_every, keep_bad=work / "bad", stride=stride,
+                   progress=lambda m: print(m, file=sys.stderr, flush=True))
         results.append(r)
-        report(f"{sc.name}: {r.flushes} flushes, {r.images} crash images ({r.distinct} distinct), "
+        report(f"{sc.name}: {r.flushes} flushes, {r.images} crash images ({r.distinct} distinct, {r.reruns} re-run), "
                f"{len(r.violations)} violations, {time.monotonic() - t0:.0f}s")
         for pt, bad in r.violations[:5]:
             report(f"  flush {pt.flush_index} subset {pt.subset and len(pt.subset)}: {'; '.join(bad)}")
