@@ -181,3 +181,12 @@ def test_an_exception_in_a_worker_is_raised_with_its_traceback() -> None:
 def test_a_worker_that_dies_is_reported_not_waited_for() -> None:
     with OrderedPool(2) as pool, pytest.raises(WorkerDied, match="exit 3"):
         list(pool.imap(os._exit, [3, 3]))
+
+
+def test_the_default_runs_small_work_in_process_and_honours_an_explicit_jobs() -> None:
+    from bluegreen.engine.pool import SMALL_WORK_UNITS, resolve_jobs
+
+    assert resolve_jobs(None, SMALL_WORK_UNITS - 1) == 1  # workers would cost more than they save
+    assert resolve_jobs(None, SMALL_WORK_UNITS) == default_jobs()
+    assert resolve_jobs(None) == default_jobs()
+    assert resolve_jobs(2, 10) == 2

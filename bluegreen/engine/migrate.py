@@ -242,6 +242,7 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
         report.steps = steps.model_dump(mode="json") if hasattr(steps, "model_dump") else steps
         killpoint("engine.after_sql_steps")
         report.units_total = count_units(conn)
+        report.jobs = resolve_jobs(options.jobs, report.units_total)
         # A node that never synced has no units: nothing tells its network, and nothing needs one.
         network = network_of(conn, options.genesis_unit) if report.units_total else MAINNET
         report.network = network.name if report.units_total else "unknown (no units)"

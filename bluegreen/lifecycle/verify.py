@@ -402,7 +402,7 @@ def check_kv_units(
             pending.append(events)
             yield task
 
-    with open_pool(resolve_jobs(jobs)) as pool:
+    with open_pool(resolve_jobs(jobs, total)) as pool:
         for problems in pool.imap(check_joints, tasks()):
             events = pending.popleft()
             results = iter(problems)
