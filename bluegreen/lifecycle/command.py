@@ -1,8 +1,9 @@
 """The `upgrade` commands as plain functions (the CLI is a thin layer over these).
 
-Every command: resolves the layout, takes the staging lock, first finishes or undoes whatever an
-interrupted run left in flight (`_recover`), then does its own work, moving the state through the
-transition table. Re-running a command whose work is done is a no-op that says so. Blue (the data
+Every command opens the same way (`open_command`, its rules in `phases.COMMANDS`): resolves the layout,
+takes the staging lock, first finishes or undoes whatever an interrupted run left in flight (`_recover`,
+the phase's named recovery), checks the phase's requirements and the command's rule for the phase, then
+does its own work, moving the state through the transition table. Re-running a command whose work is done is a no-op that says so. Blue (the data
 dir) is only ever read, except by the swap in promote/rollback."""
 
 from __future__ import annotations
