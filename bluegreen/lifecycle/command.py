@@ -22,7 +22,6 @@ from bluegreen import signals
 from bluegreen.durable import atomic_write_json, atomic_write_text, fsync_dir, fsync_file
 from bluegreen.errors import (
     BadInputError,
-    BluePreviousChangedError,
     NodeRunningError,
     BluegreenError,
     DriftError,
