@@ -1,8 +1,9 @@
 """The `upgrade` commands as plain functions (the CLI is a thin layer over these).
 
-Every command: resolves the layout, takes the staging lock, first finishes or undoes whatever an
-interrupted run left in flight (`_recover`), then does its own work, moving the state through the
-transition table. Re-running a command whose work is done is a no-op that says so. Blue (the data
+Every command opens the same way (`open_command`, its rules in `phases.COMMANDS`): resolves the layout,
+takes the staging lock, first finishes or undoes whatever an interrupted run left in flight (`_recover`,
+the phase's named recovery), checks the phase's requirements and the command's rule for the phase, then
+does its own work, moving the state through the transition table. Re-running a command whose work is done is a no-op that says so. Blue (the data
 dir) is only ever read, except by the swap in promote/rollback."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -20,7 +22,6 @@ from bluegreen import signals
 from bluegreen.durable import atomic_write_json, atomic_write_text, fsync_dir, fsync_file
 from bluegreen.errors import (
     BadInputError,
-    BluePreviousChangedError,
     NodeRunningError,
     BluegreenError,
     DriftError,
@@ -39,6 +40,21 @@ from bluegreen.lifecycle import swap as swapmod
 from bluegreen.lifecycle.killpoints import killpoint
 from bluegreen.lifecycle.layout import Layout
 from bluegreen.lifecycle.lock import StagingLock, is_locked, read_holder_pid
+from bluegreen.lifecycle.phases import (
+    BLUE_PREVIOUS_REQUIREMENTS,
+    COMMANDS,
+    GREEN_BROKEN_HINT,
+    GREEN_REQUIREMENTS,
+    NEXT_STEP,
+    PHASES,
+    Allow,
+    CommandSpec,
+    Recovery,
+    Refusal,
+    Requirement,
+    check_requirements,
+    green_missing_words,
+)
 from bluegreen.lifecycle.results import (
     AbortResult,
     CleanupResult,
@@ -74,11 +90,8 @@ CHECK_NODE_COMPAT = "node_library_reads_green"
 CHECK_NODE_OCORE = "node_ocore_accepts_target"
 CHECK_OWNERSHIP = "green_ownership_is_blues"
 
-# Phases in which green sits in the staging area, fully migrated.
-GREEN_STAGED = {Phase.MIGRATED, Phase.VERIFIED, Phase.ROLLED_BACK}
-# Phases in which green/ must hold its SQLite file (the copy exists), and, once migrated, its rocksdb/.
-GREEN_COPIED = GREEN_STAGED | {Phase.SNAPSHOTTED, Phase.MIGRATING}
-GREEN_BROKEN_HINT = "run `upgrade stage` to stage again (or `upgrade abort`)"
+# Phases in which green sits in the staging area, fully migrated (status compares blue with it in these).
+GREEN_STAGED = {p for p, spec in PHASES.items() if Requirement.GREEN_ROCKSDB in spec.requires}
 
 
 # ---------------------------------------------------------------- helpers
@@ -98,6 +111,81 @@ def _locked(lay: Layout, create: bool) -> Iterator[StateStore]:
         fsync_dir(lay.staging_dir.parent)
     with StagingLock(lay.lock_path):
         yield StateStore(lay.staging_dir)
+
+
+@dataclass
+class CommandContext:
+    """What `open_command` hands a command: the layout, the locked store, the recovered state and notes.
+
+    `absent`: there is no staging area (the command's `no_staging_area` rule is a no-op; no lock taken).
+    `noop`: the command's rule for this phase says its work is done. `locked_by`: status only, another
+    command holds the lock (nothing was recovered). `unreadable`: abort only, the state file cannot be read."""
+
+    name: str
+    lay: Layout
+    store: StateStore | None = None
+    state: StagingState | None = None
+    notes: list[str] = field(default_factory=list)
+    absent: bool = False
+    noop: bool = False
+    locked_by: int | None = None
+    unreadable: BadInputError | None = None
+
+
+def _nothing_there(spec: CommandSpec, lay: Layout) -> bool:
+    if spec.reports:  # status: a staging dir without state.json (a command just took the lock) is nothing yet
+        return not (lay.staging_dir / "state.json").exists() and not lay.swap_journal.exists()
+    return not spec.create and not lay.staging_dir.exists()
+
+
+def check_command(spec: CommandSpec, lay: Layout, state: StagingState | None) -> Allow:
+    """Refuse (our errors, today's messages) unless `spec` may run here: first the requirements of the phase
+    it enforces (green/ gone, blue-previous/ changed), then its rule for the phase. Returns RUN or NOOP."""
+    if state is not None and spec.enforces:
+        reqs = PHASES[state.phase].requires
+        for unmet in check_requirements(lay, state, reqs, only=spec.enforces):
+            raise unmet.spec.refusal(lay, state, unmet.problems)
+    rule = spec.rule(state.phase if state is not None else None)
+    if isinstance(rule, Refusal):
+        raise rule.error(lay, state.phase if state is not None else Phase.NONE)
+    return rule
+
+
+@contextmanager
+def open_command(name: str, data_dir: Path | None, staging_dir: Path | None,
+                 before_lock: Callable[[Layout], None] | None = None) -> Iterator[CommandContext]:
+    """How every command opens (its rules in `phases.COMMANDS`): resolve the layout (refusing a data dir inside
+    a staging area unless the command may run there), take the lock (creating the staging area for stage),
+    finish or undo an interrupted predecessor (`_recover`), then check the phase's requirements and the
+    command's rule for the phase (status never refuses). `before_lock`: read-only checks of stage before
+    anything is created."""
+    spec = COMMANDS[name]
+    lay = layoutmod.resolve(data_dir, staging_dir, require_db=spec.require_db,
+                            allow_inside_staging=spec.allow_inside_staging)
+    if _nothing_there(spec, lay):
+        if isinstance(spec.no_staging_area, Refusal):
+            raise PreflightError(spec.no_staging_area.message, spec.no_staging_area.hint)
+        yield CommandContext(name, lay, absent=True)
+        return
+    if before_lock is not None:
+        before_lock(lay)
+    if spec.reports and is_locked(lay.lock_path):  # a command runs now: read what it saved, recover nothing
+        yield CommandContext(name, lay, state=StateStore(lay.staging_dir).load(),
+                             locked_by=read_holder_pid(lay.lock_path))
+        return
+    with _locked(lay, create=spec.create) as store:
+        try:
+            loaded = store.load()
+        except BadInputError as exc:
+            if not spec.tolerates_unreadable_state:
+                raise
+            yield CommandContext(name, lay, store=store, unreadable=exc)
+            return
+        state, notes = _recover(lay, store, loaded)
+        ctx = CommandContext(name, lay, store=store, state=state, notes=notes)
+        if not spec.reports:
+            ctx.noop = check_command(spec, lay, state) is Allow.NOOP
+        yield ctx
 
 
 def _new_state(lay: Layout, choice: TargetChoice, genesis_unit: str | None) -> StagingState:
@@ -143,76 +231,106 @@ def _blue_drift(lay: Layout, state: StagingState) -> list[str]:
 
 def green_problem(lay: Layout, state: StagingState | None) -> str | None:
     """What is missing from the staging area that the state says is there (green/ removed or emptied by
-    hand), or None. The state cannot be trusted then: every command says so and points to a re-stage."""
-    if state is None or state.phase not in GREEN_COPIED:
-        return None
-    if not lay.green_dir.is_dir():
-        missing = f"green/ is missing ({lay.green_dir})"
-    elif not (lay.green_dir / lay.db_name).is_file():
-        missing = f"green/{lay.db_name} is missing ({lay.green_dir / lay.db_name})"
-    elif state.phase in GREEN_STAGED and not (lay.green_dir / "rocksdb").is_dir():
-        missing = f"green/rocksdb/ is missing ({lay.green_dir / 'rocksdb'})"
-    else:
-        return None
-    return f"{missing} although the phase is {state.phase.value}"
-
-
-def _refuse_if_green_broken(lay: Layout, state: StagingState | None) -> None:
-    problem = green_problem(lay, state)
-    if problem:
-        raise PreflightError(f"{problem}: the staged copy is gone (removed by hand?)", GREEN_BROKEN_HINT)
-
-
-def _recover(lay: Layout, store: StateStore, state: StagingState | None) -> tuple[StagingState | None, list[str]]:
-    """Finish or undo whatever an interrupted command left in flight. Returns the state and what was done."""
-    notes: list[str] = []
-    outcome = swapmod.recover(lay.swap_journal)
-    if outcome is not None and state is not None:
-        if outcome.op == "promote":
-            if state.phase == Phase.PROMOTING:
-                to = Phase.PROMOTED if outcome.result == "completed" else Phase.VERIFIED
-                if to == Phase.PROMOTED:
-                    state.last_swap = SwapRecord(op="promote", mechanism=outcome.mechanism, at=utcnow(),
-                                                 recovered=True)
-                store.transition(state, to, f"recovered interrupted promote: swap {outcome.result}")
-        elif state.phase == Phase.ROLLING_BACK:
-            to = Phase.ROLLED_BACK if outcome.result == "completed" else Phase.PROMOTED
-            if to == Phase.ROLLED_BACK:
-                state.last_swap = SwapRecord(op="rollback", mechanism=outcome.mechanism, at=utcnow(), recovered=True)
-            store.transition(state, to, f"recovered interrupted rollback: swap {outcome.result}")
-        notes.append(f"interrupted {outcome.op} found: the {outcome.mechanism} swap was {outcome.result}")
-    if outcome is not None:
-        swapmod.finish(lay.swap_journal)
+    hand), or None: the phase's unmet green requirement (`phases.REQUIREMENTS`). The state cannot be trusted
+    then: every command says so and points to a re-stage."""
     if state is None:
-        return None, notes
-    if state.phase == Phase.PROMOTING:  # killed before the swap journal was written: nothing moved
+        return None
+    unmet = check_requirements(lay, state, PHASES[state.phase].requires, only=GREEN_REQUIREMENTS)
+    return green_missing_words(lay, state, unmet[0].problems) if unmet else None
+
+
+# ---------------------------------------------------------------- recovery (an interrupted predecessor)
+
+
+def _finish_swap(store: StateStore, state: StagingState, outcome: swapmod.SwapOutcome) -> None:
+    """The swap journal says how far an interrupted promote/rollback got: finish it, or undo it."""
+    if (outcome.op, state.phase) == ("promote", Phase.PROMOTING):
+        to = Phase.PROMOTED if outcome.result == "completed" else Phase.VERIFIED
+        if to == Phase.PROMOTED:
+            state.last_swap = SwapRecord(op="promote", mechanism=outcome.mechanism, at=utcnow(), recovered=True)
+        store.transition(state, to, f"recovered interrupted promote: swap {outcome.result}")
+    elif outcome.op != "promote" and state.phase == Phase.ROLLING_BACK:
+        to = Phase.ROLLED_BACK if outcome.result == "completed" else Phase.PROMOTED
+        if to == Phase.ROLLED_BACK:
+            state.last_swap = SwapRecord(op="rollback", mechanism=outcome.mechanism, at=utcnow(), recovered=True)
+        store.transition(state, to, f"recovered interrupted rollback: swap {outcome.result}")
+
+
+Recovered = tuple[StagingState | None, bool]  # (state, final: the staging area was finished off, stop here)
+
+
+def _recover_nothing(lay: Layout, store: StateStore, state: StagingState, notes: list[str]) -> Recovered:
+    return state, False
+
+
+def _undo_unstarted_swap(lay: Layout, store: StateStore, state: StagingState, notes: list[str]) -> Recovered:
+    # Still in flight after the journal's part: killed before the swap journal was written, nothing moved.
+    if state.phase == Phase.PROMOTING:
         store.transition(state, Phase.VERIFIED, "recovered interrupted promote: nothing had moved")
         notes.append("interrupted promote found before its swap started: undone")
     elif state.phase == Phase.ROLLING_BACK:
         store.transition(state, Phase.PROMOTED, "recovered interrupted rollback: nothing had moved")
         notes.append("interrupted rollback found before its swap started: undone")
-    elif state.phase == Phase.SNAPSHOTTING:
-        _rmtree(lay.staging_dir / "green.partial")
-        _rmtree(lay.green_dir)
-        state.last_error = "the snapshot was interrupted; its partial copy was removed"
-        store.transition(state, Phase.FAILED, "recovered interrupted snapshot: partial copy removed")
-        notes.append("interrupted snapshot found: partial copy removed; `upgrade stage` starts it again")
-    elif state.phase == Phase.ABORTED:
-        _finish_abort(lay)
-        notes.append("interrupted abort found: finished removing the staging area")
+    return state, False
+
+
+def _discard_snapshot(lay: Layout, store: StateStore, state: StagingState, notes: list[str]) -> Recovered:
+    _rmtree(lay.staging_dir / "green.partial")
+    _rmtree(lay.green_dir)
+    state.last_error = "the snapshot was interrupted; its partial copy was removed"
+    store.transition(state, Phase.FAILED, "recovered interrupted snapshot: partial copy removed")
+    notes.append("interrupted snapshot found: partial copy removed; `upgrade stage` starts it again")
+    return state, False
+
+
+def _recover_abort(lay: Layout, store: StateStore, state: StagingState, notes: list[str]) -> Recovered:
+    _finish_abort(lay)
+    notes.append("interrupted abort found: finished removing the staging area")
+    return None, True
+
+
+def _recover_cleanup(lay: Layout, store: StateStore, state: StagingState, notes: list[str]) -> Recovered:
+    try:  # final: finish it, there is no way back
+        _, kept, _ = _finish_cleanup(lay, store, state)
+    except OSError as exc:
+        notes.append(f"interrupted cleanup found; it cannot finish ({exc}); fix that and re-run `upgrade cleanup`")
+        return state, True
+    notes.append("interrupted cleanup found: finished removing the old data and the staging area"
+                 + (f" (record kept in {kept})" if kept else ""))
+    return None, True
+
+
+# The functions doing each named recovery of `phases.PHASES`.
+RECOVERIES: dict[Recovery, Callable[[Layout, StateStore, StagingState, list[str]], Recovered]] = {
+    Recovery.NONE: _recover_nothing,
+    Recovery.RESUME_MIGRATION: _recover_nothing,  # stage resumes it; other commands leave it be
+    Recovery.DISCARD_SNAPSHOT: _discard_snapshot,
+    Recovery.FINISH_OR_UNDO_SWAP: _undo_unstarted_swap,
+    Recovery.FINISH_ABORT: _recover_abort,
+    Recovery.FINISH_CLEANUP: _recover_cleanup,
+}
+assert set(RECOVERIES) == set(Recovery)
+
+
+def _recover(lay: Layout, store: StateStore, state: StagingState | None) -> tuple[StagingState | None, list[str]]:
+    """Finish or undo whatever an interrupted command left in flight (the phase's `recovery`). Returns the
+    state and what was done."""
+    notes: list[str] = []
+    outcome = swapmod.recover(lay.swap_journal)  # whatever the phase: the journal says how far a swap got
+    if outcome is not None and state is not None \
+            and PHASES[state.phase].recovery is Recovery.FINISH_OR_UNDO_SWAP:
+        _finish_swap(store, state, outcome)
+    if outcome is not None:
+        notes.append(f"interrupted {outcome.op} found: the {outcome.mechanism} swap was {outcome.result}")
+        swapmod.finish(lay.swap_journal)
+    if state is None:
         return None, notes
-    elif state.phase in (Phase.CLEANING_UP, Phase.CLEANED_UP):  # final: finish it, there is no way back
-        try:
-            _, kept, _ = _finish_cleanup(lay, store, state)
-        except OSError as exc:
-            notes.append(f"interrupted cleanup found; it cannot finish ({exc}); fix that and re-run `upgrade cleanup`")
-            return state, notes
-        notes.append("interrupted cleanup found: finished removing the old data and the staging area"
-                     + (f" (record kept in {kept})" if kept else ""))
-        return None, notes
+    recovered, final = RECOVERIES[PHASES[state.phase].recovery](lay, store, state, notes)
+    if final:
+        return recovered, notes
     if _rmtree(lay.staging_dir / "green.partial"):
         notes.append("leftover green.partial removed")
-    return state, notes
+    return recovered, notes
 
 
 # What abort keeps: the record of what happened (moved out of the staging area, never deleted).
@@ -271,25 +389,6 @@ def _finish_abort(lay: Layout) -> list[str]:
         pass  # someone put files there: leave them
     fsync_dir(lay.staging_dir.parent)
     return removed
-
-
-NEXT_STEP = {
-    Phase.NONE: "upgrade stage",
-    Phase.SNAPSHOTTING: "upgrade stage (restarts the interrupted snapshot)",
-    Phase.SNAPSHOTTED: "upgrade stage (runs the migration on the copy)",
-    Phase.MIGRATING: "upgrade stage (resumes the migration where its journal says)",
-    Phase.MIGRATED: "upgrade verify",
-    Phase.VERIFIED: "stop the node, then upgrade promote",
-    Phase.PROMOTING: "any upgrade command (finishes or undoes the interrupted promote)",
-    Phase.PROMOTED: "start the node on the upgraded data; if it misbehaves, stop it and run upgrade rollback; "
-                    "once satisfied, upgrade cleanup removes the old data (final)",
-    Phase.ROLLING_BACK: "any upgrade command (finishes or undoes the interrupted rollback)",
-    Phase.ROLLED_BACK: "start the node on the old data; upgrade promote re-applies the staged upgrade",
-    Phase.ABORTED: "upgrade stage",
-    Phase.FAILED: "upgrade stage (starts again from a fresh snapshot)",
-    Phase.CLEANING_UP: "upgrade cleanup (finishes removing the old data)",
-    Phase.CLEANED_UP: "nothing: the upgrade is complete",
-}
 
 
 def _progress_saver(store: StateStore, state: StagingState, user: ProgressFn | None,
@@ -422,21 +521,22 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
     `online`: the node may keep running (sources below 31 without a KV store only): the SQLite copy is
     taken in small steps inside one read transaction and its position is recorded in state.json.
     `jobs`: worker processes of the KV fill (None: the usable cores; 1: all in this process)."""
-    lay = layoutmod.resolve(data_dir, staging_dir)
-    existing = StateStore(lay.staging_dir).load() if lay.staging_dir.exists() else None
     choice: TargetChoice | None = None
-    if existing is None:
-        # Read-only preflight before creating anything at all.
-        choice = choose_target(lay.data_dir, target_version)
-        _preflight_stage(lay, choice, online)
-        snapshot.check_space(lay)
-    with _locked(lay, create=True) as store:
-        state, notes = _recover(lay, store, store.load())
+
+    def preflight_if_new(lay: Layout) -> None:
+        nonlocal choice
+        existing = StateStore(lay.staging_dir).load() if lay.staging_dir.exists() else None
+        if existing is None:
+            # Read-only preflight before creating anything at all.
+            choice = choose_target(lay.data_dir, target_version)
+            _preflight_stage(lay, choice, online)
+            snapshot.check_space(lay)
+
+    with open_command("stage", data_dir, staging_dir, before_lock=preflight_if_new) as ctx:
+        lay, store, state, notes = ctx.lay, ctx.store, ctx.state, ctx.notes
+        assert store is not None
         result = lambda **kw: StageResult(command="stage", data_dir=lay.data_dir,  # noqa: E731
                                           staging_dir=lay.staging_dir, recovered=notes, **kw)
-        if state is not None and state.phase in (Phase.PROMOTED, Phase.PROMOTING, Phase.ROLLING_BACK):
-            raise PreflightError(f"the upgrade is already promoted (phase {state.phase.value})",
-                                 "upgrade rollback first if you want to stage again")
         broken = green_problem(lay, state)
         if broken:  # green/ went away (by hand): start over from a fresh snapshot, the history stays
             assert state is not None
@@ -777,19 +877,9 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
     if no_node_probe and (require_node_probe or node_modules is not None):
         raise BadInputError("--no-node-probe contradicts " + ("--require-node-probe" if require_node_probe
                                                               else "--node-modules"), "give only one of them")
-    lay = layoutmod.resolve(data_dir, staging_dir)
-    if not lay.staging_dir.exists():
-        raise PreflightError("nothing is staged", "run `upgrade stage` first")
-    with _locked(lay, create=False) as store:
-        state, notes = _recover(lay, store, store.load())
-        _refuse_if_green_broken(lay, state)
-        if state is None or state.phase not in GREEN_STAGED:
-            phase = state.phase.value if state else "NONE"
-            if state is not None and state.phase == Phase.PROMOTED:
-                raise PreflightError("green is already promoted (it is the live data dir now)",
-                                     "nothing to verify; upgrade rollback returns to the old data")
-            raise PreflightError(f"green is not ready to verify (phase {phase})",
-                                 NEXT_STEP.get(state.phase if state else Phase.NONE, "upgrade stage"))
+    with open_command("verify", data_dir, staging_dir) as ctx:
+        lay, store, state, notes = ctx.lay, ctx.store, ctx.state, ctx.notes
+        assert store is not None and state is not None
         drift = _blue_drift(lay, state)
         green_fp = fpmod.take(lay.green_dir)
         lv = state.last_verify
@@ -926,20 +1016,14 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None, *,
     """Swap green in as the live data dir (blue kept in the staging area for rollback).
 
     progress(step, done, total) for its long parts: other files, row counts, kv keys, ownership, swap."""
-    lay = layoutmod.resolve(data_dir, staging_dir)
-    if not lay.staging_dir.exists():
-        raise PreflightError("nothing is staged", "run `upgrade stage` first")
-    with _locked(lay, create=False) as store:
-        state, notes = _recover(lay, store, store.load())
+    with open_command("promote", data_dir, staging_dir) as ctx:
+        lay, store, state, notes = ctx.lay, ctx.store, ctx.state, ctx.notes
+        assert store is not None and state is not None
         res = lambda **kw: PromoteResult(command="promote", data_dir=lay.data_dir,  # noqa: E731
                                          staging_dir=lay.staging_dir, recovered=notes, **_versions(state), **kw)
-        if state is not None and state.phase == Phase.PROMOTED:
+        if ctx.noop:  # PROMOTED
             return res(noop=True, phase=state.phase, mechanism=state.last_swap.mechanism if state.last_swap else None,
                        message="already promoted; nothing to do", next_step=NEXT_STEP[state.phase])
-        _refuse_if_green_broken(lay, state)
-        if state is None or state.phase not in (Phase.VERIFIED, Phase.ROLLED_BACK, Phase.MIGRATED):
-            phase = state.phase if state else Phase.NONE
-            raise PreflightError(f"nothing promotable is staged (phase {phase.value})", NEXT_STEP[phase])
         lv = state.last_verify
         if lv is None:
             raise PreflightError("green has not been verified", "run `upgrade verify`")
@@ -1002,37 +1086,10 @@ FORCED_ROLLBACK_NOTE = "forced rollback discarding changes"  # audit.log note; a
 
 
 def blue_previous_problems(lay: Layout, state: StagingState) -> list[str]:
-    """How blue-previous/ differs from what promote set aside (empty = rollback may swap it back in)."""
-    if not lay.previous_dir.is_dir():
-        return [f"{lay.previous_dir} is missing (archived, moved or removed?)"]
-    if state.blue_previous_record is None:  # promoted by a bluegreen that did not record it: the old check
-        return [] if (lay.previous_dir / lay.db_name).is_file() else [f"missing: {lay.db_name}"]
-    return setaside.compare(state.blue_previous_record, lay.previous_dir)
-
-
-def _check_blue_previous(lay: Layout, state: StagingState) -> None:
-    """Refuse (before anything moves) unless blue-previous/ is exactly the blue promote set aside."""
-    problems = blue_previous_problems(lay, state)
-    if not problems:
-        return
-    if not lay.previous_dir.is_dir():
-        raise BluePreviousChangedError(
-            f"cannot roll back: the old data {lay.previous_dir} is missing (archived or removed by hand?); "
-            "the data dir keeps the upgraded data",
-            f"put the old data dir back at {lay.previous_dir} exactly as it was and re-run `upgrade rollback`, "
-            "or keep the upgrade",
-        )
-    rec = state.blue_previous_record
-    head = (f"cannot roll back: the old data in {lay.previous_dir} is no longer what promote set aside at "
-            f"{rec.taken_at:%Y-%m-%d %H:%M:%S} UTC" if rec is not None else
-            f"cannot roll back: the old data in {lay.previous_dir} is incomplete")
-    raise BluePreviousChangedError(
-        f"{head}; {len(problems)} difference(s):\n" + setaside.summarize(problems)
-        + "\nNothing was moved; the data dir keeps the upgraded data.",
-        f"inspect {lay.previous_dir}: remove what was added there (e.g. a nested staging area from running "
-        "`upgrade` inside it), restore what was changed from your backup, then re-run `upgrade rollback`; "
-        "or keep the upgrade (the data dir is fine as it is)",
-    )
+    """How blue-previous/ differs from what promote set aside (empty = rollback may swap it back in): the
+    unmet blue-previous requirement (`phases.REQUIREMENTS`)."""
+    unmet = check_requirements(lay, state, PHASES[Phase.PROMOTED].requires, only=BLUE_PREVIOUS_REQUIREMENTS)
+    return unmet[0].problems if unmet else []
 
 
 def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, force: bool = False,
@@ -1041,21 +1098,14 @@ def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, f
 
     progress(step, done, total) for its long parts: row counts, kv keys (only when green changed), ownership,
     swap."""
-    lay = layoutmod.resolve(data_dir, staging_dir)
-    if not lay.staging_dir.exists():
-        raise PreflightError("nothing was promoted: there is no staging area", "no action needed")
-    with _locked(lay, create=False) as store:
-        state, notes = _recover(lay, store, store.load())
+    with open_command("rollback", data_dir, staging_dir) as ctx:  # refuses unless blue-previous/ is intact
+        lay, store, state, notes = ctx.lay, ctx.store, ctx.state, ctx.notes
+        assert store is not None and state is not None
         res = lambda **kw: RollbackResult(command="rollback", data_dir=lay.data_dir,  # noqa: E731
                                           staging_dir=lay.staging_dir, recovered=notes, **_versions(state), **kw)
-        if state is not None and state.phase == Phase.ROLLED_BACK:
+        if ctx.noop:  # ROLLED_BACK
             return res(noop=True, phase=state.phase, mechanism=state.last_swap.mechanism if state.last_swap else None,
                        message="already rolled back; nothing to do", next_step=NEXT_STEP[state.phase])
-        if state is None or state.phase != Phase.PROMOTED:
-            phase = state.phase if state else Phase.NONE
-            raise PreflightError(f"nothing to roll back (phase {phase.value}): the data dir still holds the old data",
-                                 NEXT_STEP[phase])
-        _check_blue_previous(lay, state)
         noderunning.ensure_stopped(lay.data_dir, lay.exclude)
         began = utcnow()  # the comparison below is the rollback's work too (status counts it in ROLLING_BACK)
         saver = _progress_saver(store, state, progress, "rollback")  # the swap itself: not saved (no write then)
@@ -1150,11 +1200,12 @@ def _next_when_nothing_staged(dver: int | None) -> str:
 
 def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> StatusResult:
     """Phase, versions, sizes, progress, timings, last verify, and what the next command would do."""
-    lay = layoutmod.resolve(data_dir, staging_dir, require_db=False, allow_inside_staging=True)
+    with open_command("status", data_dir, staging_dir) as ctx:  # never refuses: reports what it finds
+        lay, state, notes, locked_by = ctx.lay, ctx.state, ctx.notes, ctx.locked_by
     base = dict(command="status", data_dir=lay.data_dir, staging_dir=lay.staging_dir)
     node = noderunning.detect(lay.data_dir, lay.exclude)
     dver = _version(lay.data_dir, lay.db_name)
-    if not (lay.staging_dir / "state.json").exists() and not (lay.staging_dir / "swap-journal.json").exists():
+    if ctx.absent:
         # A command that just took the lock may not have written its state yet: still say who runs.
         holder = read_holder_pid(lay.lock_path) if is_locked(lay.lock_path) else None
         return StatusResult(**base, phase=Phase.NONE, data_dir_version=dver, node=node, locked_by_pid=holder,
@@ -1162,18 +1213,10 @@ def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> Sta
                             message=f"nothing staged; the data dir is at version {dver}"
                                     + (f" (an upgrade command is running now, pid {holder})" if holder else ""),
                             next_step=_next_when_nothing_staged(dver))
-    notes: list[str] = []
-    locked_by = None
-    if is_locked(lay.lock_path):
-        locked_by = read_holder_pid(lay.lock_path)
-        state = StateStore(lay.staging_dir).load()
-    else:
-        with _locked(lay, create=False) as store:
-            state, notes = _recover(lay, store, store.load())
-    if state is None:
+    if state is None:  # e.g. recovery just finished an interrupted cleanup: the data dir may be upgraded already
         return StatusResult(**base, phase=Phase.NONE, data_dir_version=dver, node=node, recovered=notes,
                             sizes={"data_dir": _du(lay.data_dir)}, message="nothing staged",
-                            next_step=NEXT_STEP[Phase.NONE])
+                            next_step=_next_when_nothing_staged(dver))
     sizes = {"data_dir": _du(lay.data_dir)}
     for name, p in (("green", lay.green_dir), ("blue_previous", lay.previous_dir), ("staging_total", lay.staging_dir)):
         if p.exists():
@@ -1190,21 +1233,25 @@ def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> Sta
         if state.last_swap.recovered:
             msg += " (finished by recovery)"
     nxt = NEXT_STEP[state.phase]
+    # The phase's requirements that do not hold (as the commands check them): each is a problem with its advice.
+    # A running command may be re-making green: green's are not checked then.
+    unmet = check_requirements(lay, state, PHASES[state.phase].requires,
+                               only=BLUE_PREVIOUS_REQUIREMENTS if locked_by else None)
     problems = []
-    broken = None if locked_by else green_problem(lay, state)  # a running command may be re-making green
-    if broken:
-        problems.append(f"{broken}; {GREEN_BROKEN_HINT}")
-        msg += f"; problem: {broken}"
-        nxt = "upgrade stage (stages again from a fresh snapshot), or upgrade abort"
-    prev_problems = blue_previous_problems(lay, state) if state.phase == Phase.PROMOTED else []
-    if prev_problems:
-        gone = not lay.previous_dir.is_dir()
-        msg += (f"; the old data {lay.previous_dir} is missing: rollback is impossible" if gone else
-                f"; the old data in {lay.previous_dir} no longer matches what promote set aside "
-                f"({len(prev_problems)} difference(s)): rollback refuses")
-        nxt = (f"keep the upgrade, or put the old data back at {lay.previous_dir} exactly as it was"
-               if gone else f"keep the upgrade, or inspect {lay.previous_dir} (remove what was added, restore what "
-               "changed from a backup) before any rollback")
+    broken = None
+    prev_problems: list[str] = []
+    for u in unmet:
+        if u.requirement in GREEN_REQUIREMENTS:
+            broken = green_missing_words(lay, state, u.problems)
+            problems.append(f"{broken}; {GREEN_BROKEN_HINT}")
+            msg += f"; problem: {broken}"
+        else:
+            prev_problems = u.problems
+            msg += (f"; the old data {lay.previous_dir} is missing: rollback is impossible"
+                    if u.requirement is Requirement.BLUE_PREVIOUS_PRESENT else
+                    f"; the old data in {lay.previous_dir} no longer matches what promote set aside "
+                    f"({len(prev_problems)} difference(s)): rollback refuses")
+        nxt = u.spec.advice.format(previous_dir=lay.previous_dir)
     unique = state.green_unique_changes if state.phase != Phase.PROMOTED else None
     if unique is not None:
         msg += (f"; {lay.green_dir} holds the node's writes discarded by a forced rollback (abort refuses to "
@@ -1254,15 +1301,15 @@ def abort(data_dir: Path | None = None, staging_dir: Path | None = None, *,
 
     Refuses (UnsavedDataError) when green holds what the node wrote after promote and a forced rollback
     set aside there (that data exists nowhere else), unless `discard_node_writes`."""
-    lay = layoutmod.resolve(data_dir, staging_dir, require_db=False, allow_inside_staging=True)
-    base = dict(command="abort", data_dir=lay.data_dir, staging_dir=lay.staging_dir)
-    if not lay.staging_dir.exists():
-        return AbortResult(**base, noop=True, phase=Phase.NONE, message="nothing to abort: no staging area",
-                           next_step=NEXT_STEP[Phase.NONE])
-    with _locked(lay, create=False) as store:
-        try:
-            loaded = store.load()
-        except BadInputError as exc:
+    with open_command("abort", data_dir, staging_dir) as ctx:  # refuses after promote (the way back)
+        lay, store, state, notes = ctx.lay, ctx.store, ctx.state, ctx.notes
+        base = dict(command="abort", data_dir=lay.data_dir, staging_dir=lay.staging_dir)
+        if ctx.absent:
+            return AbortResult(**base, noop=True, phase=Phase.NONE, message="nothing to abort: no staging area",
+                               next_step=NEXT_STEP[Phase.NONE])
+        assert store is not None
+        exc = ctx.unreadable
+        if exc is not None:
             # A state file we cannot read (edited, or left by another version): abort is the way out, as long
             # as nothing says an upgrade is live. blue-previous/ or a swap journal mean it may be: refuse.
             if lay.previous_dir.exists() or lay.swap_journal.exists():
@@ -1283,11 +1330,6 @@ def abort(data_dir: Path | None = None, staging_dir: Path | None = None, *,
                                recovered=[f"unreadable state file dropped: {exc.message}"],
                                message=_abort_message(lay, removed),
                                next_step=NEXT_STEP[Phase.NONE])
-        state, notes = _recover(lay, store, loaded)
-        if state is not None and state.phase == Phase.PROMOTED:
-            raise PreflightError("the upgrade is promoted: the data dir holds the upgraded data and the old data "
-                                 f"is in {lay.previous_dir}; abort would lose the way back",
-                                 "upgrade rollback first (then abort), or keep the upgrade")
         if state is not None and state.green_unique_changes is not None and not discard_node_writes:
             ch = state.green_unique_changes
             raise UnsavedDataError(
@@ -1351,36 +1393,22 @@ def _finish_cleanup(lay: Layout, store: StateStore, state: StagingState) -> tupl
     return removed, kept, freed
 
 
-def _cleanup_refusal(lay: Layout, phase: Phase) -> PreflightError:
-    why = {
-        Phase.ROLLED_BACK: "the upgrade was rolled back: the data dir holds the old data again and the staged "
-                           "green is the upgraded copy; `upgrade abort` drops the staging area",
-        Phase.PROMOTING: "a promote is in flight",
-        Phase.ROLLING_BACK: "a rollback is in flight",
-    }.get(phase, "nothing is promoted yet: the data dir still holds the old data; `upgrade abort` drops the "
-                 "staging area")
-    return PreflightError(f"cleanup removes the old data after a promote only; phase {phase.value}: {why}",
-                          NEXT_STEP[phase])
-
-
 def cleanup(data_dir: Path | None = None, staging_dir: Path | None = None) -> CleanupResult:
     """After a promote the operator is happy with: delete the old data (`<staging>/blue-previous/`) for good,
     keep the record (audit.log, bluegreen.log, reports/, the final state.json) in `<staging>-cleaned-<ts>/`
     and remove the staging area. Final: no rollback afterwards. Never touches the data dir."""
-    lay = layoutmod.resolve(data_dir, staging_dir)
-    base = dict(command="cleanup", data_dir=lay.data_dir, staging_dir=lay.staging_dir)
-    if not lay.staging_dir.exists():
-        return CleanupResult(**base, noop=True, phase=Phase.NONE,
-                             message="nothing to clean up: no staging area", next_step=NEXT_STEP[Phase.CLEANED_UP])
-    with _locked(lay, create=False) as store:
-        state, notes = _recover(lay, store, store.load())
+    with open_command("cleanup", data_dir, staging_dir) as ctx:  # refuses unless promoted
+        lay, store, state, notes = ctx.lay, ctx.store, ctx.state, ctx.notes
+        base = dict(command="cleanup", data_dir=lay.data_dir, staging_dir=lay.staging_dir)
+        if ctx.absent:
+            return CleanupResult(**base, noop=True, phase=Phase.NONE, message="nothing to clean up: no staging area",
+                                 next_step=NEXT_STEP[Phase.CLEANED_UP])
+        assert store is not None
         if state is None:
             done = any("interrupted cleanup" in n for n in notes)
             return CleanupResult(**base, noop=not done, phase=Phase.NONE, recovered=notes,
                                  message="cleanup finished" if done else "nothing to clean up: nothing is staged",
                                  next_step=NEXT_STEP[Phase.CLEANED_UP if done else Phase.NONE])
-        if state.phase not in (Phase.PROMOTED, Phase.CLEANING_UP):
-            raise _cleanup_refusal(lay, state.phase)
         warnings: list[str] = []
         if state.phase == Phase.PROMOTED:
             # The data dir must really hold the upgraded data: else blue-previous/ may be the only copy left.
