@@ -45,7 +45,7 @@ def test_cleanup_after_promote_deletes_the_old_data_and_keeps_the_record(tmp_pat
     assert json.loads((kept / "state.json").read_text())["phase"] == "CLEANED_UP"
     assert any("not written to the upgraded data" in w for w in res.warnings)  # the node never ran on it
     s = command.status(node)
-    assert s.phase == Phase.NONE and s.data_dir_version == 31 and s.next_step.startswith("nothing")
+    assert s.phase == Phase.NONE and s.data_dir_version == 50 and s.next_step.startswith("nothing")
     assert command.cleanup(node).noop
     with pytest.raises(PreflightError):
         command.rollback(node)
@@ -77,7 +77,7 @@ def test_cleanup_refuses_when_the_data_dir_is_not_the_upgraded_one(tmp_path: Pat
     previous = tmp_path / "node.bluegreen" / "blue-previous"
     # Someone put the old database back by hand: blue-previous may be the only copy left.
     shutil.copy2(previous / "byteball.sqlite", node / "byteball.sqlite")
-    with pytest.raises(PreflightError, match="version 29, not the upgraded 31"):
+    with pytest.raises(PreflightError, match="version 29, not the upgraded 50"):
         command.cleanup(node)
     assert (previous / "byteball.sqlite").is_file() and command.status(node).phase == Phase.PROMOTED
 
