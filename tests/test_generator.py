@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import apsw
 import pytest
 from rocksdict import Options, Rdict
 
@@ -18,22 +17,12 @@ from bluegreen.formats.chash import definition_address
 from bluegreen.formats.hashing import get_ball_hash, get_unit_hash
 from bluegreen.formats.networks import NETWORKS
 from bluegreen.generator import GeneratedNode, canonical_dump_sha256, generate_node_dir
+from test_lifecycle_support import one, rows
 
 REPO = Path(__file__).resolve().parent.parent
 APPS = ["payment", "data_feed", "data", "text", "profile", "attestation", "poll", "vote", "asset", "asset_attestors",
         "definition_template", "address_definition_change"]
 
-
-def rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        return list(conn.execute(sql, args))
-    finally:
-        conn.close()
-
-
-def one(db: Path, sql: str, *args: Any) -> Any:
-    return rows(db, sql, *args)[0][0]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import apsw
 import pytest
 
 from bluegreen.errors import BadInputError
@@ -18,21 +17,11 @@ from bluegreen.formats.hashing import get_ball_hash
 from bluegreen.generator import canonical_dump_sha256, generate_node_dir
 from bluegreen.generator.extend import extend_node_dir
 from bluegreen.lifecycle import command
+from test_lifecycle_support import one, rows
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS = [1, 7, 50, 2, 50, 50, 30, 50]
 
-
-def rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        return list(conn.execute(sql, args))
-    finally:
-        conn.close()
-
-
-def one(db: Path, sql: str, *args: Any) -> Any:
-    return rows(db, sql, *args)[0][0]
 
 
 @pytest.fixture(scope="module")

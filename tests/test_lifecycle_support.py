@@ -13,6 +13,9 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import apsw
 
 from conftest import DEVNET_V29, REPO, writable_copy
 
@@ -84,3 +87,17 @@ def holding(path: Path, how: str) -> Iterator[int]:
     finally:
         child.kill()
         child.wait()
+
+
+def rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Every row of a read-only query on a SQLite file."""
+    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return list(conn.execute(sql, args))
+    finally:
+        conn.close()
+
+
+def one(db: Path, sql: str, *args: Any) -> Any:
+    """The first column of the first row of a read-only query."""
+    return rows(db, sql, *args)[0][0]

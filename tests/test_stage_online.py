@@ -19,7 +19,7 @@ from bluegreen.errors import DriftError, PreflightError, VerificationFailed
 from bluegreen.generator import generate_node_dir
 from bluegreen.lifecycle import command, snapshot
 from bluegreen.lifecycle.state import StateStore
-from test_lifecycle_support import cli_json
+from test_lifecycle_support import cli_json, rows
 
 REPO = Path(__file__).resolve().parent.parent
 WRITER = """
@@ -34,14 +34,6 @@ while not stop.exists():
     log.flush()
     i += 1
 """
-
-
-def rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        return list(conn.execute(sql, args))
-    finally:
-        conn.close()
 
 
 def _commits(log: Path) -> list[dict[str, Any]]:
