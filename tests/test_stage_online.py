@@ -121,7 +121,7 @@ def test_online_stage_refused_for_kv_sources(tmp_path: Path) -> None:
     assert not (tmp_path / "stuck.bluegreen").exists()
     # a v31 source (staged and promoted with the node stopped), upgraded further online: refused
     g = generate_node_dir(tmp_path / "v31", units=200, version=28, seed=2)
-    command.stage(g.out)
+    command.stage(g.out, target_version=31)
     assert command.verify(g.out).passed
     command.promote(g.out)
     with pytest.raises(PreflightError) as e2:
