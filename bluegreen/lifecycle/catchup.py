@@ -48,6 +48,17 @@ def prev_path(lay: Layout) -> Path:
     return lay.work_dir / PREV_NAME
 
 
+def verify_source_dir(lay: Layout) -> Path:
+    """For verify of an online stage: a dir holding the snapshot green was built from (blue moves on, so
+    comparing green with live blue would fail for rows the node added since; catch-up checks those)."""
+    view = lay.work_dir / "verify-source"
+    if view.exists():
+        shutil.rmtree(view)
+    view.mkdir(parents=True)
+    os.link(prev_path(lay), view / lay.db_name)
+    return view
+
+
 def _dir(lay: Layout) -> Path:
     return lay.work_dir / "catchup"
 

@@ -816,7 +816,10 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
                             "comparisons can be inconsistent; stop the node for a reliable report:\n"
                             + usage.describe())
         verify_started = utcnow()
-        report = verify_green(lay.data_dir, lay.green_dir, target_version=state.target_version, sample=sample,
+        # online stage: green against the snapshot it was built from (blue itself moves on)
+        source_dir = catchup.verify_source_dir(lay) if state.online and catchup.prev_path(lay).exists() \
+            else lay.data_dir
+        report = verify_green(source_dir, lay.green_dir, target_version=state.target_version, sample=sample,
                               genesis_unit=genesis_unit or state.genesis_unit,
                               progress=_progress_saver(store, state, progress, "verify"))
         checks = list(report.checks)
