@@ -22,7 +22,7 @@ from bluegreen.engine.kvwriter import iter_kv
 from bluegreen.engine.migrate import MigrationOptions, migrate_copy
 from bluegreen.generator import generate_node_dir
 from bluegreen.generator.extend import extend_node_dir
-from bluegreen.lifecycle import command
+from bluegreen.lifecycle import command, snapshot
 from bluegreen.lifecycle.state import Phase, StateStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,7 +40,7 @@ while not stop.exists():
 
 
 def _rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    conn = apsw.Connection(f"file:{db}?mode=ro", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    conn = snapshot.open_readonly_quiet(db)  # never leaves a -wal behind (green's fingerprint would change)
     conn.setbusytimeout(30_000)  # the writer process may hold the lock
     try:
         return list(conn.execute(sql, args))
