@@ -979,8 +979,10 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None, *,
                 pos = state.online_position
                 raise DriftError(
                     "blue (the live data dir) moved on after the online stage's snapshot (green holds blue up to "
-                    f"units rowid {pos.max_units_rowid if pos else '?'}); catching green up with blue is not "
-                    "available yet, so green is stale:\n    " + "\n    ".join(drift[:20]),
+                    f"units rowid {pos.max_units_rowid if pos else '?'}) and "
+                    + ("the catch-up did not bring green up to it" if caught_up else
+                       f"the previous snapshot a catch-up compares against ({catchup.prev_path(lay)}) is missing")
+                    + ", so green is stale:\n    " + "\n    ".join(drift[:20]),
                     "stop the node and re-stage: `upgrade stage`, `upgrade verify`, then promote")
             raise DriftError("blue (the live data dir) changed since stage, so green is stale:\n    "
                              + "\n    ".join(drift[:20]),
