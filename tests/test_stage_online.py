@@ -1,6 +1,7 @@
 """`stage --online`: a real writer process keeps extending the node (one SQLite transaction per step) while
 stage copies it. Green is blue at one consistent point: its units are exactly blue's units up to the recorded
-rowid, every one hashes (the migration checks), foreign keys hold; promote refuses, naming the online snapshot.
+rowid, every one hashes (the migration checks), foreign keys hold; verify compares green with its snapshot and promote catches up
+(without the previous snapshot it refuses, naming the online snapshot).
 Sources that keep data in a KV store are refused with the reason."""
 
 from __future__ import annotations
