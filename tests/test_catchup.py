@@ -24,6 +24,7 @@ from bluegreen.generator import generate_node_dir
 from bluegreen.generator.extend import extend_node_dir
 from bluegreen.lifecycle import command, snapshot
 from bluegreen.lifecycle.state import Phase, StateStore
+from test_lifecycle_support import cli_json
 
 REPO = Path(__file__).resolve().parent.parent
 WRITER = """
@@ -215,3 +216,20 @@ def test_sigkill_inside_catch_up_and_inside_promotes_catch_up(tmp_path: Path, po
     assert p.phase == Phase.PROMOTED and p.recovered
     oracle = _oracle(staging / "blue-previous" / "byteball.sqlite", tmp_path / "oracle", 31)
     assert_same_as_oracle(node, oracle)
+
+
+def test_cli_catch_up_json_and_refusals(tmp_path: Path) -> None:
+    g = generate_node_dir(tmp_path / "node", units=200, version=28, seed=31)
+    node = g.out
+    command.stage(node, online=True, target_version=31)
+    rc, doc = cli_json("catch-up", "--data-dir", str(node))
+    assert rc == 0 and doc["noop"] and doc["command"] == "catch-up"  # blue did not move
+    extend_node_dir(node, units=15, seed=3)
+    rc, doc = cli_json("catch-up", "--data-dir", str(node))
+    assert rc == 0 and not doc["noop"] and doc["stats"]["joints_rebuilt"] >= 15, doc
+    assert doc["stats"]["units_after"] == doc["stats"]["units_before"] + 15
+    # an offline stage has nothing to catch up from
+    g2 = generate_node_dir(tmp_path / "off", units=100, version=28, seed=32)
+    command.stage(g2.out, target_version=31)
+    rc, err = cli_json("catch-up", "--data-dir", str(g2.out))
+    assert rc == 3 and err["error"] == "PreflightError" and "--online" in err["message"]

@@ -162,6 +162,9 @@ def catch_up_green(lay: Layout, store: StateStore, state: StagingState,
     if state.phase not in CATCHUP_PHASES:
         raise PreflightError(f"green cannot be caught up in phase {state.phase.value}",
                              "run `upgrade status` to see the next step")
+    if state.green_unique_changes is not None:  # a forced rollback set the node's writes aside in green/
+        raise PreflightError("green holds what the node wrote after promote (set aside by a forced rollback); a "
+                             "catch-up would replace it", "copy it away, then `upgrade abort` and stage again")
     if not prev_path(lay).exists():
         raise PreflightError(f"the previous source snapshot {prev_path(lay)} is missing", "stage again: `upgrade stage`")
     assert state.blue_fingerprint is not None
