@@ -14,7 +14,6 @@ from pathlib import Path
 
 import apsw
 from pydantic import BaseModel, Field
-from rocksdict import WriteBatch
 
 from bluegreen.engine.joints import JointError, ReadContext, build_joint, check_payload_hashes, check_unit_hash, \
     strip_for_kv
@@ -138,13 +137,7 @@ def _feed_rows_sql(where: str) -> str:
 
 def _delete_range(kv: KvBuilder, prefix: bytes) -> int:
     keys = [k for k, _ in kv.scan(prefix, prefix + b"\xff\xff\xff\xff")]
-    keys = [k for k in keys if k.startswith(prefix)]
-    if keys:
-        batch = WriteBatch(raw_mode=True)
-        for k in keys:
-            batch.delete(k)
-        kv.db.write(batch, kv._sync)
-    return len(keys)
+    return kv.delete_chunk([k for k in keys if k.startswith(prefix)])
 
 
 def catch_up_copy(prev_db: Path, new_db: Path, kv_dir: Path, *, source_version: int, target_version: int,
@@ -219,11 +212,7 @@ def _rewrite_joints(conn: apsw.Connection, kv: KvBuilder, ctx: ReadContext, stat
     # j keys of every unit in the set go; those still in blue are rebuilt (a unit ocore purged stays deleted)
     wanted = [r[0] for r in conn.execute("SELECT unit FROM temp.cu_units")]
     present = {r[0] for r in conn.execute("SELECT unit FROM units WHERE unit IN (SELECT unit FROM temp.cu_units)")}
-    batch = WriteBatch(raw_mode=True)
-    for unit in wanted:
-        batch.delete(("j\n" + unit).encode("utf-8"))
-    kv.db.write(batch, kv._sync)
-    stats.kv_deletes += len(wanted)
+    stats.kv_deletes += kv.delete_chunk(("j\n" + unit).encode("utf-8") for unit in wanted)
     stats.joints_removed = len(set(wanted) - present)
     reader = _WantedReader(conn, chunk_size)
     after, done, failures = 0, 0, []
