@@ -110,6 +110,10 @@ def _swap_in(new: Path, live: Path, old: Path) -> None:
 def _install(lay: Layout, store: StateStore, state: StagingState, journal: CatchUpJournal) -> None:
     cu = _dir(lay)
     _swap_in(cu / "rocksdb.new", lay.green_dir / "rocksdb", cu / "rocksdb.old")
+    if (cu / "green.sqlite").exists():
+        # a -wal/-shm of the old green file must never be applied to the new one (SQLite would replay it)
+        for suffix in ("-wal", "-shm", "-journal"):
+            (lay.green_dir / (lay.db_name + suffix)).unlink(missing_ok=True)
     _swap_in(cu / "green.sqlite", lay.green_dir / lay.db_name, cu / "green-old.sqlite")
     if (cu / "source-new.sqlite").exists():
         os.replace(cu / "source-new.sqlite", prev_path(lay))
@@ -201,6 +205,10 @@ def catch_up_green(lay: Layout, store: StateStore, state: StagingState,
                   old_min_retrievable_mci=old_mrm, stats=stats, progress=progress)
     stats.row_counts_checked = _check_counts(prev_path(lay), cu / "source-new.sqlite", lay.green_dir / lay.db_name,
                                              cu / "green.sqlite")
+    leftover = [p.name for p in cu.glob("green.sqlite-*")]
+    if leftover:  # the build's connection is closed: everything must be in the main file, which alone moves
+        raise PreflightError(f"the caught-up SQLite file left {', '.join(leftover)} after closing",
+                             "run `upgrade catch-up` again")
     for dirpath, _dirs, _files in os.walk(cu):
         fsync_dir(dirpath)
     stats.seconds = round(time.monotonic() - t0, 3)

@@ -41,6 +41,7 @@ from bluegreen.lifecycle.layout import Layout
 from bluegreen.lifecycle.lock import StagingLock, is_locked, read_holder_pid
 from bluegreen.lifecycle.results import (
     AbortResult,
+    CatchUpResult,
     CleanupResult,
     PhaseTiming,
     PromoteResult,
@@ -1025,7 +1026,7 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None, *,
 
 
 def catch_up(data_dir: Path | None = None, staging_dir: Path | None = None, *,
-             progress: ProgressFn | None = None) -> "catchup.CatchUpResult":
+             progress: ProgressFn | None = None) -> CatchUpResult:
     """Bring an online-staged green up to blue's current state (the node may keep running); repeatable."""
     lay = layoutmod.resolve(data_dir, staging_dir)
     if not lay.staging_dir.exists():
