@@ -443,6 +443,18 @@ def promote(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = St
          progress=None if as_json else Progress())
 
 
+@app.command("catch-up", cls=_Command)
+def catch_up(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = StagingDir,
+             as_json: bool = JsonOut) -> None:
+    """Bring an online-staged green up to blue's current state; the node may keep running.
+
+    Takes a fresh consistent snapshot of blue, finds every row that changed since the last snapshot or
+    catch-up, and rewrites only the affected joints and feed keys of green. Run it any number of times;
+    promote (node stopped) runs a last one."""
+    _run("catch-up", as_json, command.catch_up, data_dir=data_dir, staging_dir=staging_dir,
+         progress=None if as_json else Progress())
+
+
 @app.command(cls=_Command)
 def rollback(data_dir: Optional[Path] = DataDir, staging_dir: Optional[Path] = StagingDir, as_json: bool = JsonOut,
              force: bool = typer.Option(False, "--force", help="Roll back even though the node wrote to the "
@@ -529,7 +541,7 @@ def _json_usage_error(argv: list[str]) -> int | None:
     except ImportError:  # pragma: no cover - depends on the installed typer
         from click.exceptions import UsageError  # type: ignore[no-redef]
 
-    known = {"stage", "plan", "verify", "promote", "rollback", "status", "abort", "cleanup", "schema"}
+    known = {"stage", "plan", "verify", "promote", "rollback", "status", "abort", "cleanup", "schema", "catch-up"}
     name = next((a for a in argv if a in known), "upgrade")
     try:
         rc = app(args=argv, standalone_mode=False)

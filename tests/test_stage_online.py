@@ -1,6 +1,7 @@
 """`stage --online`: a real writer process keeps extending the node (one SQLite transaction per step) while
 stage copies it. Green is blue at one consistent point: its units are exactly blue's units up to the recorded
-rowid, every one hashes (the migration checks), foreign keys hold; promote refuses, naming the online snapshot.
+rowid, every one hashes (the migration checks), foreign keys hold; verify compares green with its snapshot and promote catches up
+(without the previous snapshot it refuses, naming the online snapshot).
 Sources that keep data in a KV store are refused with the reason."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import apsw
 import pytest
 
-from bluegreen.errors import DriftError, PreflightError, VerificationFailed
+from bluegreen.errors import DriftError, PreflightError
 from bluegreen.generator import generate_node_dir
 from bluegreen.lifecycle import command, snapshot
 from bluegreen.lifecycle.state import StateStore
@@ -88,25 +89,24 @@ def test_online_stage_under_a_continuous_writer_copies_one_consistent_point(
                           "parenthoods))") == [(0,)]
     assert rows(green_db, "SELECT MAX(main_chain_index) FROM units WHERE is_stable=1")[0][0] == pos.last_stable_mci
     assert any("online stage" in w for w in res.warnings)
-    # promote refuses: blue moved after the snapshot and no catch-up exists yet
-    command.verify(node)
-    state = StateStore(node.parent / "node.bluegreen").load()
-    assert state is not None and state.last_verify is not None
-    assert "blue_unchanged_since_stage" in state.last_verify.failed_checks
-    with pytest.raises(VerificationFailed):
-        command.promote(node)
+    # verify compares green with its snapshot (blue moving on is expected); promote, the writer stopped, runs a
+    # last catch-up (tests/test_catchup.py proves it equals a fresh migration)
+    assert command.verify(node).passed
+    p = command.promote(node)
+    assert p.catch_up is not None and p.catch_up.to_units_rowid == commits[-1]["max_rowid"]
 
 
-def test_promote_names_the_online_snapshot_when_blue_moved(tmp_path: Path) -> None:
+def test_promote_names_the_online_snapshot_when_blue_moved_and_no_catch_up_is_possible(tmp_path: Path) -> None:
     g = generate_node_dir(tmp_path / "node", units=300, version=28, seed=6)
     command.stage(g.out, online=True)
     assert command.verify(g.out).passed  # nothing wrote meanwhile: a plain, promotable stage
     from bluegreen.generator.extend import extend_node_dir
 
     extend_node_dir(g.out, units=3)
+    (tmp_path / "node.bluegreen" / "work" / "source-prev.sqlite").unlink()  # what a catch-up compares against
     with pytest.raises(DriftError) as e:
         command.promote(g.out)
-    assert "online stage's snapshot" in e.value.message and "catching green up" in e.value.message
+    assert "online stage's snapshot" in e.value.message and "previous snapshot" in e.value.message
     assert "stop the node" in (e.value.hint or "")
 
 
@@ -121,7 +121,7 @@ def test_online_stage_refused_for_kv_sources(tmp_path: Path) -> None:
     assert not (tmp_path / "stuck.bluegreen").exists()
     # a v31 source (staged and promoted with the node stopped), upgraded further online: refused
     g = generate_node_dir(tmp_path / "v31", units=200, version=28, seed=2)
-    command.stage(g.out, target_version=31)
+    command.stage(g.out, target_version=31)  # a v31 node (the default target is the highest known)
     assert command.verify(g.out).passed
     command.promote(g.out)
     with pytest.raises(PreflightError) as e2:

@@ -43,6 +43,17 @@ class KvBuilder:
             self.db.write(batch, self._sync)
         return count
 
+    def delete_chunk(self, keys: Iterable[bytes]) -> int:
+        """Delete keys in one synced batch (catch-up); returns how many deletes were written."""
+        batch = WriteBatch(raw_mode=True)
+        count = 0
+        for key in keys:
+            batch.delete(key)
+            count += 1
+        if count:
+            self.db.write(batch, self._sync)
+        return count
+
     def scan(self, low: bytes, high: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Every (key, value) with low <= key <= high (bytes order), in key order."""
         it = self.db.iter()

@@ -188,6 +188,8 @@ class UnitChunkReader:
     Paging is by `rowid > last` (not by fixed rowid windows as ocore does), so gaps in rowids
     never end the walk early."""
 
+    units_sql = _UNITS_SQL  # a subclass may restrict the walk (catch-up: only the units it rebuilds)
+
     def __init__(self, conn: apsw.Connection, chunk_size: int = 5000) -> None:
         self.conn = conn
         self.chunk_size = chunk_size
@@ -200,7 +202,7 @@ class UnitChunkReader:
         """The next chunk of units with rowid > after_rowid as ungrouped rows, or None when there are no more.
         Only SQLite work happens here (the grouping is left to whoever transforms the chunk)."""
         conn = self.conn
-        units = list(conn.execute(_UNITS_SQL, (after_rowid, self.chunk_size)))
+        units = list(conn.execute(self.units_sql, (after_rowid, self.chunk_size)))
         if not units:
             return None
         conn.execute("DELETE FROM temp.bg_chunk")

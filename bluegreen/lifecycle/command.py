@@ -35,7 +35,7 @@ from bluegreen.errors import (
 from bluegreen.schema.steps import SUPPORTED_TARGETS
 from bluegreen.lifecycle import fingerprint as fpmod
 from bluegreen.lifecycle import greendiff, layout as layoutmod, noderunning, ownership, setaside, snapshot
-from bluegreen.lifecycle import storage_errors
+from bluegreen.lifecycle import catchup, storage_errors
 from bluegreen.lifecycle import swap as swapmod
 from bluegreen.lifecycle.killpoints import killpoint
 from bluegreen.lifecycle.layout import Layout
@@ -57,6 +57,7 @@ from bluegreen.lifecycle.phases import (
 )
 from bluegreen.lifecycle.results import (
     AbortResult,
+    CatchUpResult,
     CleanupResult,
     PhaseTiming,
     PromoteResult,
@@ -330,6 +331,8 @@ def _recover(lay: Layout, store: StateStore, state: StagingState | None) -> tupl
         return recovered, notes
     if _rmtree(lay.staging_dir / "green.partial"):
         notes.append("leftover green.partial removed")
+    if recovered is not None:  # a killed catch-up: installed when complete, else discarded
+        notes += catchup.recover(lay, store, recovered)
     return recovered, notes
 
 
@@ -601,8 +604,9 @@ def stage(data_dir: Path | None = None, staging_dir: Path | None = None, *, targ
         if after and state.online:
             pos = state.online_position
             warnings.append("online stage: blue moved on after the snapshot (expected while the node runs); "
-                            f"green holds blue up to units rowid {pos.max_units_rowid if pos else '?'}. promote "
-                            "refuses until a catch-up command exists: stop the node and re-stage before promote")
+                            f"green holds blue up to units rowid {pos.max_units_rowid if pos else '?'}. `upgrade "
+                            "catch-up` brings green up to blue (any number of times); promote, with the node "
+                            "stopped, runs a last one")
         elif after:
             warnings.append("blue changed while staging (the node is running?); promote will refuse until "
                             "you stop the node and stage again:\n    " + "\n    ".join(after[:20]))
@@ -692,6 +696,8 @@ def _stage_migrate(lay: Layout, store: StateStore, state: StagingState,
     store.transition(state, Phase.MIGRATING, "resuming migration" if resumed else "migrating the copy")
     options = MigrationOptions(target_version=state.target_version, light=state.light,
                                genesis_unit=state.genesis_unit, jobs=jobs)
+    if state.online:
+        catchup.keep_source_copy(lay)  # the pre-migration snapshot: what the first catch-up compares against
     try:
         report = migrate_copy(lay.green_dir / lay.db_name, lay.green_dir / "rocksdb", lay.engine_journal, options,
                               _progress_saver(store, state, progress))
@@ -905,15 +911,21 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
                             "comparisons can be inconsistent; stop the node for a reliable report:\n"
                             + usage.describe())
         verify_started = utcnow()
-        report = verify_green(lay.data_dir, lay.green_dir, target_version=state.target_version, sample=sample,
+        # online stage: green against the snapshot it was built from (blue itself moves on)
+        source_dir = catchup.verify_source_dir(lay) if state.online and catchup.prev_path(lay).exists() \
+            else lay.data_dir
+        report = verify_green(source_dir, lay.green_dir, target_version=state.target_version, sample=sample,
                               genesis_unit=genesis_unit or state.genesis_unit,
                               progress=_progress_saver(store, state, progress, "verify"), jobs=jobs)
         checks = list(report.checks)
         checks.append(VerifyCheck(
-            name=CHECK_BLUE_UNCHANGED, passed=not drift,
+            # online stage: blue is expected to move on; catch-up and promote bring green up to it
+            name=CHECK_BLUE_UNCHANGED, passed=not drift or state.online,
             checked=len(state.blue_fingerprint.db_files) if state.blue_fingerprint else 0, failed=len(drift),
             first_failures=drift,
-            detail="" if not drift else "blue changed since stage: run `upgrade stage` again (re-stage)"))
+            detail="" if not drift else "blue moved on since the online snapshot: `upgrade catch-up`, or promote "
+                   "(node stopped) catches up" if state.online else
+                   "blue changed since stage: run `upgrade stage` again (re-stage)"))
         ocore = _node_ocore(lay, node_modules)
         if no_node_probe:
             node_modules, probe_note = None, PROBE_SKIPPED
@@ -1038,18 +1050,35 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None, *,
                              "run `upgrade verify` again")
         blue_now = fpmod.take(lay.data_dir, lay.exclude)
         drift = fpmod.diff_db(state.blue_fingerprint, blue_now) if state.blue_fingerprint else []
+        caught_up = None
+        stopped_at = None
+        if drift and state.online and catchup.prev_path(lay).exists():
+            # online stage: with the node stopped, a last catch-up makes green blue's final state
+            noderunning.ensure_stopped(lay.data_dir, lay.exclude)
+            stopped_at = time.monotonic()  # downtime: from here to the end of the swap
+            caught_up = catchup.catch_up_green(lay, store, state, _progress_saver(store, state, progress, "promote"))
+            blue_now = fpmod.take(lay.data_dir, lay.exclude)
+            drift = fpmod.diff_db(state.blue_fingerprint, blue_now) if state.blue_fingerprint else []
+            green_now = fpmod.take(lay.green_dir)
+            if state.green_fingerprint_verified is None or fpmod.diff_db(state.green_fingerprint_verified, green_now):
+                raise DriftError("green changed after its last verify (before this catch-up)",
+                                 "run `upgrade verify` again, then promote")
         if drift:
             if state.online:
                 pos = state.online_position
                 raise DriftError(
                     "blue (the live data dir) moved on after the online stage's snapshot (green holds blue up to "
-                    f"units rowid {pos.max_units_rowid if pos else '?'}); catching green up with blue is not "
-                    "available yet, so green is stale:\n    " + "\n    ".join(drift[:20]),
+                    f"units rowid {pos.max_units_rowid if pos else '?'}) and "
+                    + ("the catch-up did not bring green up to it" if caught_up else
+                       f"the previous snapshot a catch-up compares against ({catchup.prev_path(lay)}) is missing")
+                    + ", so green is stale:\n    " + "\n    ".join(drift[:20]),
                     "stop the node and re-stage: `upgrade stage`, `upgrade verify`, then promote")
             raise DriftError("blue (the live data dir) changed since stage, so green is stale:\n    "
                              + "\n    ".join(drift[:20]),
                              "stop the node and re-stage: `upgrade stage`, `upgrade verify`, then promote")
         noderunning.ensure_stopped(lay.data_dir, lay.exclude)
+        if stopped_at is None:
+            stopped_at = time.monotonic()
         owners = ownership.preflight_blue(lay.data_dir, lay.exclude)
         ownership.ensure_can_apply(lay.green_dir, owners)  # refuse before changing anything
         began = utcnow()  # the baselines below are the promote's work too (status counts them in PROMOTING)
@@ -1074,10 +1103,23 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None, *,
         state.last_swap = SwapRecord(op="promote", mechanism=outcome.mechanism, at=utcnow())
         store.transition(state, Phase.PROMOTED, f"swap by {outcome.mechanism}")
         swapmod.finish(lay.swap_journal)
+        downtime = round(time.monotonic() - stopped_at, 3)
         return res(phase=state.phase, mechanism=outcome.mechanism, copied_files=copied, removed_files=removed,
+                   catch_up=caught_up, downtime_seconds=downtime,
                    message=f"promoted: {lay.data_dir} now holds the version-{state.target_version} data "
-                           f"(swap by {outcome.mechanism}); the old data is kept in {lay.previous_dir}",
+                           f"(swap by {outcome.mechanism}); the old data is kept in {lay.previous_dir}"
+                           + (f"; caught up {caught_up.joints_rebuilt} joints with the node stopped"
+                              if caught_up else "") + f"; downtime {downtime:.2f}s",
                    next_step=NEXT_STEP[state.phase])
+
+
+def catch_up(data_dir: Path | None = None, staging_dir: Path | None = None, *,
+             progress: ProgressFn | None = None) -> CatchUpResult:
+    """Bring an online-staged green up to blue's current state (the node may keep running); repeatable."""
+    with open_command("catch-up", data_dir, staging_dir) as ctx:
+        lay, store, state, notes = ctx.lay, ctx.store, ctx.state, ctx.notes
+        assert store is not None and state is not None
+        return catchup.catch_up_command(lay, store, state, notes, _progress_saver(store, state, progress, "catch-up"))
 
 
 # ---------------------------------------------------------------- rollback
@@ -1258,6 +1300,8 @@ def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> Sta
                 "delete them without --yes)")
     if broken:
         pass
+    elif drift and state.online:
+        nxt = "blue moved on since the online snapshot: upgrade catch-up, or stop the node and upgrade promote"
     elif drift:
         nxt = "blue changed since stage: upgrade stage (re-stage), then verify and promote"
     elif state.phase in (Phase.MIGRATED,) and state.last_verify and not state.last_verify.passed:
@@ -1274,7 +1318,8 @@ def status(data_dir: Path | None = None, staging_dir: Path | None = None) -> Sta
                         eta_seconds=eta, eta_at=utcnow() + timedelta(seconds=eta) if eta is not None else None,
                         step_of=step_position(shown) if shown is not None else None,
                         timings=timings, work=work, last_verify=state.last_verify, last_swap=state.last_swap,
-                        blue_drift=drift, problems=problems, blue_previous_problems=prev_problems,
+                        blue_drift=drift, problems=problems,
+                        online_lag=catchup.lag(lay, state) if drift and state.online else None, blue_previous_problems=prev_problems,
                         green_unique_changes=unique, node=node, last_error=state.last_error,
                         migration_report=state.migration_report, message=msg, next_step=nxt)
 

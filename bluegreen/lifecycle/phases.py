@@ -229,6 +229,7 @@ class CommandSpec:
 
 
 _NOTHING_STAGED = Refusal("nothing is staged", "run `upgrade stage` first")
+_NOTHING_ONLINE = Refusal("nothing is staged", "run `upgrade stage --online` first")
 _PROMOTED_STAGE = Refusal("the upgrade is already promoted (phase {phase})",
                           "upgrade rollback first if you want to stage again")
 _CLEANUP_AFTER_PROMOTE = "cleanup removes the old data after a promote only; phase {phase}: "
@@ -262,6 +263,9 @@ COMMANDS: dict[str, CommandSpec] = {c.name: c for c in (
                                                "`upgrade abort` drops the staging area"),
                         P.PROMOTING: Refusal(_CLEANUP_AFTER_PROMOTE + "a promote is in flight"),
                         P.ROLLING_BACK: Refusal(_CLEANUP_AFTER_PROMOTE + "a rollback is in flight")}),
+    # catch-up checks the online snapshot and its phase itself (lifecycle/catchup.py)
+    CommandSpec("catch-up", no_staging_area=_NOTHING_ONLINE, nothing_staged=_NOTHING_ONLINE,
+                enforces=GREEN_REQUIREMENTS),
     CommandSpec("status", require_db=False, allow_inside_staging=True, reports=True),
 )}
 

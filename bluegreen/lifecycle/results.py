@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from bluegreen.engine.catchup import CatchUpStats
 from bluegreen.lifecycle.greendiff import GreenChanges
 from bluegreen.lifecycle.noderunning import NodeUsage
 from bluegreen.lifecycle.snapshot import SnapshotReport
@@ -59,6 +60,27 @@ class PromoteResult(CommandResult):
     mechanism: str | None = None
     copied_files: list[str] = Field(default_factory=list)
     removed_files: list[str] = Field(default_factory=list)
+    # online stage: the last catch-up promote ran with the node stopped (None: blue had not moved)
+    catch_up: CatchUpStats | None = None
+    # from the moment promote found the node stopped to the end of the swap
+    downtime_seconds: float | None = None
+
+
+class OnlineLag(BaseModel):
+    """How far blue moved since the last online snapshot or catch-up (`upgrade status`)."""
+
+    recorded_units_rowid: int
+    units_rowid_now: int | None
+    new_units: int | None
+    catch_ups: int
+    note: str = ""
+
+
+class CatchUpResult(CommandResult):
+    """`upgrade catch-up`."""
+
+    stats: CatchUpStats | None = None
+
 
 
 class RollbackResult(CommandResult):
@@ -116,6 +138,7 @@ class StatusResult(CommandResult):
     last_verify: VerifyRecord | None = None
     last_swap: SwapRecord | None = None
     blue_drift: list[str] = Field(default_factory=list)
+    online_lag: OnlineLag | None = None  # online stage: how far blue moved since the last snapshot or catch-up
     # The staging area does not match the state (green/ or its files removed by hand), with the way out.
     problems: list[str] = Field(default_factory=list)
     # After promote: how blue-previous/ differs from what promote set aside (rollback refuses while non-empty).

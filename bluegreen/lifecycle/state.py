@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from bluegreen import signals
 from bluegreen.durable import append_line_durably, atomic_write_json
 from bluegreen.errors import BadInputError, PreflightError
+from bluegreen.engine.catchup import CatchUpStats
 from bluegreen.lifecycle import logfile
 from bluegreen.lifecycle.fingerprint import Fingerprint
 from bluegreen.lifecycle.greendiff import GreenChanges
@@ -189,6 +190,7 @@ class StagingState(BaseModel):
     # `stage --online`: the node kept writing; green is blue as of `online_position` (for a later catch-up)
     online: bool = False
     online_position: OnlinePosition | None = None
+    catch_ups: list[CatchUpStats] = Field(default_factory=list)  # every catch-up installed into green, in order
     history: list[HistoryEntry] = Field(default_factory=list)
 
 

@@ -1,0 +1,289 @@
+"""Catch-up of a migrated green copy: from the old source snapshot to a fresh one, without a full KV fill.
+
+Inputs: `prev_db` (the pre-migration source snapshot green was built from), `new_db` (a copy of a fresh
+consistent snapshot of blue, ours to change: it becomes green's SQLite), `kv_dir` (a copy of green's KV,
+ours to change). Result: `new_db` carries the SQL steps exactly as `migrate_copy` applies them, and `kv_dir`
+holds exactly the keys a from-scratch migration of `new_db`'s source would write (docs/catch-up.md argues
+why). Every rebuilt joint is re-hashed, as in the full migration."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import apsw
+from pydantic import BaseModel, Field
+
+from bluegreen.engine.joints import JointError, ReadContext, build_joint, check_payload_hashes, check_unit_hash, \
+    strip_for_kv
+from bluegreen.engine.kvwriter import KvBuilder
+from bluegreen.engine.sqlsource import _UNITS_SQL, UnitChunkReader, read_min_retrievable_mci
+from bluegreen.errors import MigrationError, PreflightError
+from bluegreen.formats.feeds import data_feed_entries
+from bluegreen.formats.jsvalues import js_stringify
+from bluegreen.killpoints import killpoint
+from bluegreen.schema.kvsteps import storage_sizes
+from bluegreen.schema.runner import apply_schema_steps
+from bluegreen.schema.steps import KV_FILL_STEP
+
+Progress = Callable[[str, int, int], None]
+
+# Every table a joint is read from (engine/sqlsource.py _CHILD_QUERIES and _UNITS_SQL), with the column that
+# names the unit whose joint reads the row. `definitions` (by definition_chash), `balls` read as another unit's
+# last ball and `assets` read by the inputs of other units are followed as dependencies below.
+JOINT_TABLES: dict[str, str] = {
+    "units": "unit", "parenthoods": "child_unit", "balls": "unit", "skiplist_units": "unit",
+    "unit_witnesses": "unit", "earned_headers_commission_recipients": "unit", "unit_authors": "unit",
+    "authentifiers": "unit", "messages": "unit", "spend_proofs": "unit", "address_definition_changes": "unit",
+    "polls": "unit", "poll_choices": "unit", "votes": "unit", "assets": "unit", "asset_attestors": "unit",
+    "asset_denominations": "asset", "data_feeds": "unit", "inputs": "unit", "outputs": "unit",
+}
+DEFINITIONS_TABLE = "definitions"
+
+
+class CatchUpStats(BaseModel):
+    """What one catch-up changed in green (persisted in state.json `catch_ups`, printed by catch-up/promote)."""
+
+    started_at_unix: float
+    from_units_rowid: int
+    to_units_rowid: int
+    units_before: int
+    units_after: int
+    changed_rows: dict[str, int] = Field(default_factory=dict)  # per joint table: rows only in old + only in new
+    changed_units: int = 0  # units whose own rows changed (incl. new and removed ones)
+    dependent_units: int = 0  # unchanged rows, but a last ball / definition / asset they read changed
+    mci_window_units: int = 0  # main_chain_index between the old and new min_retrievable_mci
+    min_retrievable_mci_before: int = 0
+    min_retrievable_mci_after: int = 0
+    joints_rebuilt: int = 0  # rebuilt, re-hashed and written
+    joints_removed: int = 0  # units no longer in blue (j key deleted)
+    feed_pairs: int = 0  # (address, feed_name) whose df/dfv keys were removed and rewritten
+    feeds_full_rebuild: bool = False  # a feed name or address holds a newline: every df/dfv key rewritten
+    kv_deletes: int = 0
+    kv_puts: int = 0
+    row_counts_checked: int = 0
+    snapshot_seconds: float = 0.0
+    seconds: float = 0.0
+
+
+def _tables(conn: apsw.Connection, schema: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for (name,) in conn.execute(f"SELECT name FROM {schema}.sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"):
+        out[name] = [r[1] for r in conn.execute(f"PRAGMA {schema}.table_info(`{name}`)")]
+    return out
+
+
+def _has_rowid(conn: apsw.Connection, schema: str, table: str) -> bool:
+    try:
+        conn.execute(f"SELECT rowid FROM {schema}.`{table}` LIMIT 0").fetchall()
+        return True
+    except apsw.SQLError:
+        return False  # WITHOUT ROWID
+
+
+def diff_units(conn: apsw.Connection, stats: CatchUpStats) -> None:
+    """Fill temp.cu_units with every unit whose joint may differ between `old` (attached) and `main`.
+
+    Rows are compared by rowid plus every column (EXCEPT both ways), so a changed, added or removed row is
+    found whatever changed in it; a duplicated row counts too (its rowid differs)."""
+    new_tables, old_tables = _tables(conn, "main"), _tables(conn, "old")
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS cu_units (unit TEXT PRIMARY KEY)")
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS cu_balls (unit TEXT PRIMARY KEY)")
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS cu_assets (unit TEXT PRIMARY KEY)")
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS cu_defs (chash TEXT PRIMARY KEY)")
+    for table, col in {**JOINT_TABLES, DEFINITIONS_TABLE: "definition_chash"}.items():
+        if table not in new_tables and table not in old_tables:
+            continue
+        if new_tables.get(table) != old_tables.get(table):
+            raise PreflightError(f"blue's table {table} changed its columns since the last snapshot (the node was "
+                                 "upgraded?): green cannot be caught up", "stage again: `upgrade stage`")
+        cols = "rowid, *" if _has_rowid(conn, "main", table) else "*"
+        changed = 0
+        for a, b in (("main", "old"), ("old", "main")):
+            diff = f"SELECT {cols} FROM {a}.`{table}` EXCEPT SELECT {cols} FROM {b}.`{table}`"
+            changed += int(conn.execute(f"SELECT COUNT(*) FROM ({diff})").fetchone()[0])
+            target = {"definitions": "cu_defs", "balls": "cu_balls", "assets": "cu_assets"}.get(table)
+            if target:
+                conn.execute(f"INSERT OR IGNORE INTO temp.{target} SELECT `{col}` FROM ({diff})")
+            if table != DEFINITIONS_TABLE:
+                conn.execute(f"INSERT OR IGNORE INTO temp.cu_units SELECT `{col}` FROM ({diff})")
+        stats.changed_rows[table] = changed
+    stats.changed_units = int(conn.execute("SELECT COUNT(*) FROM temp.cu_units").fetchone()[0])
+    # Rows of these units did not change, but a row of another unit their joint reads did. The dependency
+    # columns (last_ball_unit, definition_chash, inputs.asset) are their own rows: unchanged, so `main` tells.
+    before = stats.changed_units
+    conn.execute("INSERT OR IGNORE INTO temp.cu_units SELECT unit FROM main.units WHERE last_ball_unit IN "
+                 "(SELECT unit FROM temp.cu_balls)")
+    conn.execute("INSERT OR IGNORE INTO temp.cu_units SELECT unit FROM main.unit_authors WHERE definition_chash IN "
+                 "(SELECT chash FROM temp.cu_defs)")
+    conn.execute("INSERT OR IGNORE INTO temp.cu_units SELECT unit FROM main.inputs WHERE asset IN "
+                 "(SELECT unit FROM temp.cu_assets)")
+    stats.dependent_units = int(conn.execute("SELECT COUNT(*) FROM temp.cu_units").fetchone()[0]) - before
+
+
+class _WantedReader(UnitChunkReader):
+    """UnitChunkReader restricted to the units in temp.cu_units."""
+
+    units_sql = _UNITS_SQL.replace("WHERE units.rowid > ?",
+                                   "WHERE units.rowid > ? AND units.unit IN (SELECT unit FROM temp.cu_units)")
+
+
+def _feed_rows_sql(where: str) -> str:
+    return ("SELECT data_feeds.rowid, unit, address, feed_name, `value`, int_value, main_chain_index "
+            "FROM data_feeds CROSS JOIN units USING(unit) CROSS JOIN unit_authors USING(unit) "
+            f"WHERE {where} ORDER BY data_feeds.rowid, unit_authors.address")
+
+
+def _delete_range(kv: KvBuilder, prefix: bytes) -> int:
+    keys = [k for k, _ in kv.scan(prefix, prefix + b"\xff\xff\xff\xff")]
+    return kv.delete_chunk([k for k in keys if k.startswith(prefix)])
+
+
+def catch_up_copy(prev_db: Path, new_db: Path, kv_dir: Path, *, source_version: int, target_version: int,
+                  light: bool, genesis_unit: str | None, old_min_retrievable_mci: int, stats: CatchUpStats,
+                  unit_chunk: int = 2000, progress: Progress | None = None) -> CatchUpStats:
+    """Bring `new_db` (a raw snapshot at `source_version`) to `target_version` and `kv_dir` (green's KV as of
+    `prev_db`) to the KV of `new_db`. One SQLite transaction, committed after the KV is complete and synced;
+    a crash before leaves both to be discarded by the caller (they are copies)."""
+    from bluegreen.engine.migrate import _set_storage_sizes
+    from bluegreen.ocore_facts import network_of
+
+    started = time.monotonic()
+    conn = apsw.Connection(str(new_db))
+    conn.setbusytimeout(5000)
+    try:
+        conn.execute("PRAGMA cache_size=-200000")
+        uv = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if uv != source_version:
+            raise PreflightError(f"blue is at schema version {uv} now, the staged source was {source_version} (the "
+                                 "node was upgraded meanwhile?): green cannot be caught up",
+                                 "stage again: `upgrade stage`")
+        conn.execute("ATTACH ? AS old", (str(prev_db),))
+        try:
+            diff_units(conn, stats)  # before the steps: the two snapshots are raw, at the same version
+            newline = _collect_feed_pairs(conn)
+        finally:
+            conn.execute("DETACH old")
+        conn.execute("BEGIN IMMEDIATE")
+        committed = False
+        try:
+            apply_schema_steps(conn, source_version, light=light)
+            network = network_of(conn, genesis_unit)
+            new_mrm = read_min_retrievable_mci(conn)
+            stats.min_retrievable_mci_before, stats.min_retrievable_mci_after = old_min_retrievable_mci, new_mrm
+            lo, hi = sorted((old_min_retrievable_mci, new_mrm))
+            before = int(conn.execute("SELECT COUNT(*) FROM temp.cu_units").fetchone()[0])
+            # voided / ball / skiplist of a joint depend on mci vs min_retrievable_mci (both ends inclusive)
+            conn.execute("INSERT OR IGNORE INTO temp.cu_units SELECT unit FROM units WHERE main_chain_index "
+                         "BETWEEN ? AND ?", (lo, hi))
+            stats.mci_window_units = int(conn.execute("SELECT COUNT(*) FROM temp.cu_units").fetchone()[0]) - before
+            ctx = ReadContext(network=network, min_retrievable_mci=new_mrm, light=light)
+            kv = KvBuilder(kv_dir)
+            try:
+                _rewrite_joints(conn, kv, ctx, stats, unit_chunk, progress, check=not light)
+                _rewrite_feeds(conn, kv, newline, stats)
+                if target_version > KV_FILL_STEP:
+                    sizes = storage_sizes(kv)
+                    apply_schema_steps(conn, KV_FILL_STEP, light=light, target=target_version,
+                                       network=network.name, kv=kv)
+                    _set_storage_sizes(conn, sizes)
+            finally:
+                kv.close()
+            killpoint("catchup.before_commit")
+            conn.execute(f"PRAGMA user_version={target_version}")
+            conn.execute("COMMIT")
+            committed = True
+        finally:
+            if not committed:
+                try:
+                    conn.execute("ROLLBACK")
+                except apsw.Error:
+                    pass
+        stats.units_after = int(conn.execute("SELECT COUNT(*) FROM units").fetchone()[0])
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    stats.seconds = round(time.monotonic() - started, 3)
+    return stats
+
+
+def _rewrite_joints(conn: apsw.Connection, kv: KvBuilder, ctx: ReadContext, stats: CatchUpStats, chunk_size: int,
+                    progress: Progress | None, *, check: bool) -> None:
+    # j keys of every unit in the set go; those still in blue are rebuilt (a unit ocore purged stays deleted)
+    wanted = [r[0] for r in conn.execute("SELECT unit FROM temp.cu_units")]
+    present = {r[0] for r in conn.execute("SELECT unit FROM units WHERE unit IN (SELECT unit FROM temp.cu_units)")}
+    stats.kv_deletes += kv.delete_chunk(("j\n" + unit).encode("utf-8") for unit in wanted)
+    stats.joints_removed = len(set(wanted) - present)
+    reader = _WantedReader(conn, chunk_size)
+    after, done, failures = 0, 0, []
+    while True:
+        chunk = reader.read(after)
+        if chunk is None:
+            break
+        puts: list[tuple[bytes, bytes]] = []
+        for row in chunk.units:
+            unit = row[1]
+            try:
+                joint = build_joint(row, chunk, ctx)
+            except JointError as exc:
+                failures.append(f"{unit}: {exc.reason} ({exc.detail})")
+                continue
+            if check and check_unit_hash(joint, ctx) is not None:
+                failures.append(f"{unit}: hash_mismatch (the unit rebuilt from SQL does not hash to its id)")
+                continue
+            bad = check_payload_hashes(joint, ctx)
+            if bad:
+                failures.append(f"{unit}: payload_hash_mismatch ({'; '.join(bad)})")
+                continue
+            puts.append((("j\n" + unit).encode("utf-8"), js_stringify(strip_for_kv(joint, ctx)).encode("utf-8")))
+        killpoint("catchup.mid_joints")
+        stats.kv_puts += kv.write_chunk(puts)
+        after = chunk.last_rowid
+        done += len(chunk.units)
+        if progress:
+            progress("catch-up joints", done, len(present))
+    stats.joints_rebuilt = done - len(failures)
+    if failures:
+        raise MigrationError(f"{len(failures)} changed unit(s) cannot be migrated: " + "; ".join(failures[:5]),
+                             hint="green is unchanged; repair the source or stage again")
+
+
+def _collect_feed_pairs(conn: apsw.Connection) -> bool:
+    """temp.cu_pairs: every (address, feed_name) a changed unit has, in the old snapshot or the new one.
+    True when some feed name holds a newline (then every df/dfv key is rewritten, see below)."""
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS cu_pairs (address TEXT, feed_name TEXT, "
+                 "PRIMARY KEY (address, feed_name))")
+    for schema in ("main", "old"):
+        conn.execute(f"INSERT OR IGNORE INTO temp.cu_pairs SELECT DISTINCT a.address, d.feed_name FROM "
+                     f"{schema}.data_feeds AS d CROSS JOIN {schema}.unit_authors AS a USING(unit) "
+                     "WHERE d.unit IN (SELECT unit FROM temp.cu_units)")
+    # A key is `df\n<address>\n<feed_name>\n...`: a newline inside a name would let one pair's prefix cover
+    # another pair's keys; ocore rejects such names, but if one exists we rewrite every feed key.
+    return any(conn.execute(f"SELECT 1 FROM {s}.data_feeds WHERE instr(feed_name, char(10)) LIMIT 1").fetchone()
+               for s in ("main", "old"))
+
+
+def _rewrite_feeds(conn: apsw.Connection, kv: KvBuilder, newline: bool, stats: CatchUpStats) -> None:
+    """df/dfv keys: every key of a pair in temp.cu_pairs is removed and the pair's keys are rewritten from all
+    its rows of the new snapshot, in the full fill's order (data_feeds rowid, author address)."""
+    if newline:
+        stats.feeds_full_rebuild = True
+        stats.kv_deletes += _delete_range(kv, b"df\n") + _delete_range(kv, b"dfv\n")
+        where = "1"
+        pairs: list[tuple[str, str]] = []
+    else:
+        pairs = list(conn.execute("SELECT address, feed_name FROM temp.cu_pairs"))
+        for address, feed_name in pairs:
+            for kind in ("df", "dfv"):
+                stats.kv_deletes += _delete_range(kv, f"{kind}\n{address}\n{feed_name}\n".encode("utf-8"))
+        where = "(unit_authors.address, data_feeds.feed_name) IN (SELECT address, feed_name FROM temp.cu_pairs)"
+    stats.feed_pairs = len(pairs)
+    puts: list[tuple[bytes, bytes]] = []
+    for _rowid, unit, address, feed_name, value, int_value, mci in conn.execute(_feed_rows_sql(where)):
+        for key, val in data_feed_entries(address, feed_name, value, int_value, mci, unit):
+            puts.append((key.encode("utf-8"), val.encode("utf-8")))
+        if len(puts) >= 20000:
+            stats.kv_puts += kv.write_chunk(puts)
+            puts = []
+    stats.kv_puts += kv.write_chunk(puts)

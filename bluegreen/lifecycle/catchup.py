@@ -1,0 +1,258 @@
+"""`upgrade catch-up` and promote's last catch-up: bring an online-staged green up to blue's current state.
+
+A fresh consistent snapshot of blue is compared with the previous one (`work/source-prev.sqlite`); green's
+SQLite becomes the fresh snapshot with the SQL steps applied, green's KV the old KV with the joints and feed
+keys of every possibly changed unit rewritten (bluegreen.engine.catchup; docs/catch-up.md: why nothing is
+missed). Everything is built in `work/catchup/`; a journal marks the build complete, and only then are the
+built files renamed into green/. A kill before that mark leaves green as it was (the build is discarded by
+the next command); a kill after it is finished by the next command (`recover`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import apsw
+from pydantic import BaseModel
+
+from bluegreen import signals
+from bluegreen.durable import atomic_write_json, fsync_dir, fsync_file
+from bluegreen.engine.catchup import CatchUpStats, catch_up_copy
+from bluegreen.errors import PreflightError, VerificationFailed
+from bluegreen.lifecycle import fingerprint as fpmod
+from bluegreen.lifecycle import ownership, snapshot
+from bluegreen.lifecycle.killpoints import killpoint
+from bluegreen.lifecycle.layout import Layout
+from bluegreen.lifecycle.state import OnlinePosition, Phase, StagingState, StateStore
+from bluegreen.lifecycle.results import CatchUpResult, OnlineLag
+
+Progress = Callable[[str, int, int], None]
+PREV_NAME = "source-prev.sqlite"
+CATCHUP_PHASES = (Phase.MIGRATED, Phase.VERIFIED, Phase.ROLLED_BACK)
+
+
+class CatchUpJournal(BaseModel):
+    """`work/catchup/journal.json`: written once the build is complete; its presence means "install it"."""
+
+    position: OnlinePosition
+    blue_fingerprint: fpmod.Fingerprint  # blue just before the fresh snapshot (its database part is used)
+    keep_verified: bool  # green matched its verified fingerprint before: the catch-up's checks carry it on
+    stats: CatchUpStats
+
+
+def prev_path(lay: Layout) -> Path:
+    """The previous source snapshot (pre-migration copy of blue's SQLite) kept for the next catch-up."""
+    return lay.work_dir / PREV_NAME
+
+
+def verify_source_dir(lay: Layout) -> Path:
+    """For verify of an online stage: a dir holding the snapshot green was built from (blue moves on, so
+    comparing green with live blue would fail for rows the node added since; catch-up checks those)."""
+    view = lay.work_dir / "verify-source"
+    if view.exists():
+        shutil.rmtree(view)
+    view.mkdir(parents=True)
+    os.link(prev_path(lay), view / lay.db_name)
+    return view
+
+
+def _dir(lay: Layout) -> Path:
+    return lay.work_dir / "catchup"
+
+
+def keep_source_copy(lay: Layout) -> None:
+    """Before the migration of an online stage: keep green's SQLite as it is (= the snapshot) for catch-up.
+
+    Green's SQLite is untouched until the migration commits (one transaction), so this also works on a resume."""
+    dst = prev_path(lay)
+    if dst.exists():
+        return
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    snapshot.backup_sqlite(lay.green_dir / lay.db_name, tmp)
+    fsync_file(tmp)
+    os.replace(tmp, dst)
+    fsync_dir(dst.parent)
+
+
+def recover(lay: Layout, store: StateStore, state: StagingState | None) -> list[str]:
+    """Finish an interrupted catch-up's install (journal written), or discard an unfinished build."""
+    cu = _dir(lay)
+    if not cu.exists():
+        return []
+    journal_path = cu / "journal.json"
+    if state is None or not journal_path.exists():
+        shutil.rmtree(cu)
+        fsync_dir(cu.parent)
+        return ["interrupted catch-up found before its build was complete: discarded (green unchanged)"]
+    journal = CatchUpJournal.model_validate_json(journal_path.read_bytes())
+    _install(lay, store, state, journal)
+    return ["interrupted catch-up found after its build was complete: installed into green"]
+
+
+def _swap_in(new: Path, live: Path, old: Path) -> None:
+    """Idempotent: `new` takes `live`'s place, `live` is set aside as `old` (each rename once)."""
+    if not new.exists():
+        return
+    if live.exists() and not old.exists():
+        os.rename(live, old)
+        fsync_dir(live.parent)
+    elif live.exists():  # cannot happen by construction (old is only made here, right before new moves in)
+        shutil.rmtree(live) if live.is_dir() else live.unlink()
+    killpoint("catchup.mid_install")
+    os.rename(new, live)
+    fsync_dir(live.parent)
+
+
+def _install(lay: Layout, store: StateStore, state: StagingState, journal: CatchUpJournal) -> None:
+    cu = _dir(lay)
+    _swap_in(cu / "rocksdb.new", lay.green_dir / "rocksdb", cu / "rocksdb.old")
+    if (cu / "green.sqlite").exists():
+        # a -wal/-shm of the old green file must never be applied to the new one (SQLite would replay it)
+        for suffix in ("-wal", "-shm", "-journal"):
+            (lay.green_dir / (lay.db_name + suffix)).unlink(missing_ok=True)
+    _swap_in(cu / "green.sqlite", lay.green_dir / lay.db_name, cu / "green-old.sqlite")
+    if (cu / "source-new.sqlite").exists():
+        os.replace(cu / "source-new.sqlite", prev_path(lay))
+        fsync_dir(lay.work_dir)
+    ownership.apply(lay.green_dir, ownership.record(lay.data_dir, lay.exclude))
+    # Only blue's database part: other files changed since stage are still copied by promote.
+    fp = state.blue_fingerprint or journal.blue_fingerprint
+    new = journal.blue_fingerprint
+    state.blue_fingerprint = fp.model_copy(update={"db_files": new.db_files, "sqlite": new.sqlite, "wal": new.wal,
+                                                   "rocksdb": new.rocksdb})
+    state.online_position = journal.position
+    if not state.catch_ups or state.catch_ups[-1].started_at_unix != journal.stats.started_at_unix:
+        state.catch_ups.append(journal.stats)
+    if journal.keep_verified:
+        state.green_fingerprint_verified = fpmod.take(lay.green_dir)
+    store.save(state)
+    store.audit("catch_up", f"green caught up to units rowid {journal.position.max_units_rowid} "
+                f"({journal.stats.joints_rebuilt} joints rebuilt)", state.phase)
+    shutil.rmtree(cu)
+    fsync_dir(lay.work_dir)
+
+
+def _row_counts(db: Path) -> dict[str, int]:
+    conn = snapshot.open_readonly_quiet(db)
+    try:
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' "
+                                            "AND name NOT LIKE 'sqlite_%'")]
+        return {n: int(conn.execute(f"SELECT COUNT(*) FROM `{n}`").fetchone()[0]) for n in names}
+    finally:
+        conn.close()
+
+
+def _check_counts(prev: Path, source_new: Path, green_old: Path, green_new: Path) -> int:
+    """Row counts: green's change per table equals blue's change per table (the steps are the same both times)."""
+    a, b, c, d = (_row_counts(p) for p in (prev, source_new, green_old, green_new))
+    bad = [f"{t}: blue {a.get(t, 0)} -> {b.get(t, 0)}, green {c.get(t, 0)} -> {d.get(t, 0)}"
+           for t in sorted(set(c) | set(d)) if t in b and d.get(t, 0) - c.get(t, 0) != b[t] - a.get(t, 0)]
+    if bad:
+        raise VerificationFailed("the caught-up green's row counts do not follow blue's:\n    " + "\n    ".join(bad[:20]),
+                                 "green is unchanged; run `upgrade catch-up` again, or stage again")
+    return len(d)
+
+
+def catch_up_green(lay: Layout, store: StateStore, state: StagingState,
+                   progress: Progress | None = None) -> CatchUpStats | None:
+    """One catch-up (the caller holds the staging lock and ran recovery). None when blue has not moved."""
+    if not state.online or state.online_position is None:
+        raise PreflightError("green was not staged online (`stage --online`): there is nothing to catch up from",
+                             "stop the node and stage again: `upgrade stage`")
+    if state.phase not in CATCHUP_PHASES:
+        raise PreflightError(f"green cannot be caught up in phase {state.phase.value}",
+                             "run `upgrade status` to see the next step")
+    if state.green_unique_changes is not None:  # a forced rollback set the node's writes aside in green/
+        raise PreflightError("green holds what the node wrote after promote (set aside by a forced rollback); a "
+                             "catch-up would replace it", "copy it away, then `upgrade abort` and stage again")
+    if not prev_path(lay).exists():
+        raise PreflightError(f"the previous source snapshot {prev_path(lay)} is missing", "stage again: `upgrade stage`")
+    assert state.blue_fingerprint is not None
+    if not fpmod.diff_db(state.blue_fingerprint, fpmod.take(lay.data_dir, lay.exclude)):
+        return None
+    keep_verified = bool(state.last_verify and state.green_fingerprint_verified
+                         and not fpmod.diff_db(state.green_fingerprint_verified, fpmod.take(lay.green_dir)))
+    cu = _dir(lay)
+    if cu.exists():
+        shutil.rmtree(cu)
+    cu.mkdir(parents=True)
+    started = time.time()
+    t0 = time.monotonic()
+    fp_holder: list[fpmod.Fingerprint] = []
+    _, position = snapshot.backup_sqlite_online(
+        lay.data_dir / lay.db_name, cu / "source-new.sqlite", progress,
+        before_snapshot=lambda: fp_holder.append(fpmod.take(lay.data_dir, lay.exclude)))
+    fsync_file(cu / "source-new.sqlite")
+    snap_seconds = time.monotonic() - t0
+    killpoint("catchup.after_snapshot")
+    shutil.copyfile(cu / "source-new.sqlite", cu / "green.sqlite")
+    shutil.copymode(lay.green_dir / lay.db_name, cu / "green.sqlite")
+    kv_rels = [r for r in fpmod.walk_files(lay.green_dir) if r.startswith("rocksdb/")]
+    snapshot.copy_tree_files(lay.green_dir, cu / "kvcopy", kv_rels, True)
+    os.rename(cu / "kvcopy" / "rocksdb", cu / "rocksdb.new")
+    old = state.online_position
+    stats = CatchUpStats(started_at_unix=started, from_units_rowid=old.max_units_rowid,
+                         to_units_rowid=position.max_units_rowid, units_before=old.units, units_after=position.units,
+                         snapshot_seconds=round(snap_seconds, 3))
+    old_mrm = (state.catch_ups[-1].min_retrievable_mci_after if state.catch_ups
+               else int((state.migration_report or {}).get("min_retrievable_mci") or 0))
+    catch_up_copy(prev_path(lay), cu / "green.sqlite", cu / "rocksdb.new", source_version=state.source_version or 0,
+                  target_version=state.target_version, light=state.light, genesis_unit=state.genesis_unit,
+                  old_min_retrievable_mci=old_mrm, stats=stats, progress=progress)
+    stats.row_counts_checked = _check_counts(prev_path(lay), cu / "source-new.sqlite", lay.green_dir / lay.db_name,
+                                             cu / "green.sqlite")
+    leftover = [p.name for p in cu.glob("green.sqlite-*")]
+    if leftover:  # the build's connection is closed: everything must be in the main file, which alone moves
+        raise PreflightError(f"the caught-up SQLite file left {', '.join(leftover)} after closing",
+                             "run `upgrade catch-up` again")
+    for dirpath, _dirs, _files in os.walk(cu):
+        fsync_dir(dirpath)
+    stats.seconds = round(time.monotonic() - t0, 3)
+    journal = CatchUpJournal(position=position, blue_fingerprint=fp_holder[0], keep_verified=keep_verified,
+                             stats=stats)
+    with signals.deferred():
+        atomic_write_json(cu / "journal.json", journal.model_dump(mode="json"))
+    killpoint("catchup.before_install")
+    _install(lay, store, state, journal)
+    return stats
+
+
+def lag(lay: Layout, state: StagingState) -> OnlineLag | None:
+    """Blue's units rowid now vs the one green holds (online stages only); reads blue read-only."""
+    if not state.online or state.online_position is None:
+        return None
+    rec = state.online_position.max_units_rowid
+    try:
+        conn = snapshot.open_readonly_quiet(lay.data_dir / lay.db_name)
+        try:
+            now = int(conn.execute("SELECT IFNULL(MAX(rowid), 0) FROM units").fetchone()[0])
+            new = int(conn.execute("SELECT COUNT(*) FROM units WHERE rowid > ?", (rec,)).fetchone()[0])
+        finally:
+            conn.close()
+    except apsw.Error as exc:
+        return OnlineLag(recorded_units_rowid=rec, units_rowid_now=None, new_units=None,
+                         catch_ups=len(state.catch_ups), note=f"cannot read blue: {exc}")
+    return OnlineLag(recorded_units_rowid=rec, units_rowid_now=now, new_units=new, catch_ups=len(state.catch_ups),
+                     note=f"blue has {new} unit(s) past the last {'catch-up' if state.catch_ups else 'snapshot'} "
+                          f"(units rowid {now} now, {rec} recorded)")
+
+
+def catch_up_command(lay: Layout, store: StateStore, state: StagingState, notes: list[str],
+                     progress: Progress | None) -> CatchUpResult:
+    """The body of `upgrade catch-up` (the lifecycle function in command.py takes the lock and recovers)."""
+    stats = catch_up_green(lay, store, state, progress)
+    base = dict(command="catch-up", data_dir=lay.data_dir, staging_dir=lay.staging_dir, recovered=notes,
+                phase=state.phase, source_version=state.source_version, target_version=state.target_version)
+    if stats is None:
+        return CatchUpResult(**base, noop=True, message="blue has not changed since the last snapshot or catch-up; "
+                             "nothing to do", next_step="upgrade promote (stop the node first)")
+    return CatchUpResult(**base, stats=stats,
+                         message=f"green caught up: units rowid {stats.from_units_rowid} -> {stats.to_units_rowid}, "
+                                 f"{stats.joints_rebuilt} joints rebuilt, {stats.feed_pairs} feed pairs rewritten in "
+                                 f"{stats.seconds:.1f}s",
+                         next_step="upgrade catch-up again, or stop the node and `upgrade promote` (it catches up "
+                                   "the rest)")
