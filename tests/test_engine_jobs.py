@@ -158,7 +158,8 @@ def test_verify_results_are_identical_with_one_or_two_jobs(generated: Path, tmp_
         [check] = [c for c in report.checks if c.name == CHECK_KV_UNITS]
         checks.append(check)
     assert not checks[0].passed and checks[0].failed == 3, checks[0]
-    assert checks[0] == checks[1]
+    # the same findings in the same order; only the measured work time differs
+    assert checks[0].model_dump(exclude={"seconds"}) == checks[1].model_dump(exclude={"seconds"})
     assert any("hashes to" in f for f in checks[0].first_failures)
 
 

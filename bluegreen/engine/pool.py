@@ -1,7 +1,8 @@
 """An ordered, bounded process pool for the CPU-bound parts of stage (KV fill) and verify (hash pass).
 
 `open_pool(jobs).imap(fn, items)` yields `fn(item)` for every item, **in the order of `items`**, computing
-up to `jobs` of them at once in worker processes (`jobs` 1: in this process, the reference path). The caller (the main process) keeps every database handle:
+up to `jobs` of them at once in worker processes; `imap_unordered` yields `(index, result)` as each finishes
+(independent tasks of unequal length: verify's checks) (`jobs` 1: in this process, the reference path). The caller (the main process) keeps every database handle:
 it produces the items (SQLite reads) and consumes the results (RocksDB writes, journal saves) itself, so
 the engine's journal advances chunk by chunk in rowid order exactly as with one process, and a SIGKILL at
 any instant loses only chunks that were never written.
@@ -36,7 +37,7 @@ import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar
 
 from bluegreen.engine.poolworker import WorkerFailed
@@ -111,6 +112,30 @@ class OrderedPool:
         while inflight:
             yield self._receive(inflight.popleft())
 
+    def imap_unordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[int, R]]:
+        """`(i, fn(items[i]))` as each finishes: an idle worker takes the next item at once, so tasks of very
+        different lengths (verify's integrity_check beside its hash ranges) keep every worker busy. Still at
+        most one item per worker in flight, so memory stays bounded and no send can block."""
+        idle = list(range(len(self._conns)))
+        busy: dict[int, int] = {}  # worker index -> item index
+        it = enumerate(items)
+        exhausted = False
+        while True:
+            while idle and not exhausted:
+                nxt = next(it, None)
+                if nxt is None:
+                    exhausted = True
+                    break
+                worker = idle.pop(0)
+                self._send(worker, fn, nxt[1])
+                busy[worker] = nxt[0]
+            if not busy:
+                return
+            ready = wait([self._conns[w] for w in busy])
+            for worker in [w for w in busy if self._conns[w] in ready]:
+                yield busy.pop(worker), self._receive(worker)
+                idle.append(worker)
+
     def _send(self, index: int, fn: Callable[[Any], Any], item: Any) -> None:
         try:
             self._conns[index].send((fn, item))
@@ -160,6 +185,11 @@ class InlinePool:
         """`fn(item)` for each item, in order."""
         for item in items:
             yield fn(item)
+
+    def imap_unordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[int, R]]:
+        """`(i, fn(item))` for each item, in order (one process finishes them in order)."""
+        for i, item in enumerate(items):
+            yield i, fn(item)
 
     def close(self) -> None:
         """Nothing to release."""

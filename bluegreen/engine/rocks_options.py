@@ -6,6 +6,8 @@ with the node's library (docs/compatibility.md has the matrix and the exact mess
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 
 from rocksdict import AccessType, BlockBasedOptions, ChecksumType, DBCompressionType, Options, Rdict
@@ -61,8 +63,15 @@ def open_read_only(path: Path) -> Rdict:
     """Open a KV dir read-only in raw mode (keys and values are plain bytes).
 
     Even read-only, rocksdict writes OPTIONS/config files into the dir: only call this on our own
-    copies, never on the live node's `rocksdb/`."""
-    return Rdict(str(path), Options(raw_mode=True), access_type=AccessType.read_only())
+    copies, never on the live node's `rocksdb/`. Opens are serialised across processes by an flock on the
+    dir itself (verify's workers open the same dir at once; rocksdict rewrites `rocksdict-config.json` on
+    every open, and one process must not read it while another has it truncated)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return Rdict(str(path), Options(raw_mode=True), access_type=AccessType.read_only())
+    finally:
+        os.close(fd)  # closing drops the flock
 
 
 def finish_for_node(db: Rdict) -> None:

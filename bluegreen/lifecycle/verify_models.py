@@ -23,6 +23,7 @@ class VerifyCheck(BaseModel):
     failed: int = 0
     first_failures: list[str] = Field(default_factory=list)
     detail: str = ""
+    seconds: float | None = None  # work time of the check (summed over its parallel parts); None: not timed
 
     @field_validator("first_failures")
     @classmethod
