@@ -94,10 +94,11 @@ def test_a_unit_that_no_longer_hashes_to_its_id_is_named_with_both_hashes(devnet
     [failure] = caught.value.report.failures  # type: ignore[attr-defined]
     assert (failure.unit, failure.reason, failure.expected_hash) == (unit, "hash_mismatch", unit)
     assert failure.computed_hash and failure.computed_hash != unit
-    assert user_version(db) == 29
+    # left at ocore's own state before its KV fill (the SQL steps below 31 are committed first), no KV
+    assert user_version(db) == 30 and not (devnet_v29 / "rocksdb").exists()
 
 
-def test_bad_units_are_all_named_and_the_copy_keeps_its_version(devnet_v29: Path) -> None:
+def test_bad_units_are_all_named_and_the_copy_stops_at_ocores_pre_fill_state(devnet_v29: Path) -> None:
     db = devnet_v29 / "byteball.sqlite"
     feed_unit, def_unit = _corrupt_payload_and_drop_definition(db)
     with pytest.raises(MigrationError) as caught:
@@ -108,9 +109,10 @@ def test_bad_units_are_all_named_and_the_copy_keeps_its_version(devnet_v29: Path
     assert reasons[feed_unit].reason == "payload_hash_mismatch"
     assert "message 0 (data_feed)" in reasons[feed_unit].detail
     assert reasons[def_unit].reason == "missing_definition"
-    assert user_version(db) == 29
+    # version 30 is what ocore commits before its fill: the v30 tables, no KV; steps 32..N rolled back
+    assert user_version(db) == 30
     tables = {r[0] for r in apsw.Connection(str(db)).execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert "joints" not in tables  # the v30 tables were rolled back with everything else
+    assert "joints" in tables
     assert not (devnet_v29 / "rocksdb").exists()
 
 
@@ -126,6 +128,7 @@ migrate_copy(node / "byteball.sqlite", node / "rocksdb", node.parent / f"{node.n
 
 @pytest.mark.parametrize("point", [
     "engine.after_sql_steps",
+    "engine.after_sql_commit",
     "engine.mid_units_chunk@2",
     "engine.after_units_chunk_write@3",
     "engine.between_units_chunks@1",
@@ -138,8 +141,10 @@ def test_killed_mid_run_then_restarted_gives_the_same_kv(devnet_v29: Path, point
     proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(devnet_v29)], env=env,
                           cwd=Path(__file__).resolve().parent.parent)
     assert proc.returncode == -9, "the kill point was not reached"
-    assert user_version(devnet_v29 / "byteball.sqlite") == 29
+    # before the commit of the SQL steps: the source version; after it, ocore's own pre-fill state
+    assert user_version(devnet_v29 / "byteball.sqlite") == (29 if point == "engine.after_sql_steps" else 30)
     report = run_engine(devnet_v29, unit_chunk=3, feed_chunk=5)
-    assert report.completed
+    assert report.completed and report.source_version == 29
+    assert report.steps["from_version"] == 29 and 30 in report.steps["steps"]
     assert dict(iter_kv(devnet_v29 / "rocksdb")) == expected_kv()
     assert user_version(devnet_v29 / "byteball.sqlite") == 31

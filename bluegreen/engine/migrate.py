@@ -1,10 +1,12 @@
-"""The v31 step on a copy of a node's data: every SQL step below 31, the KV fill, then `user_version=31`.
+"""The v31 step on a copy of a node's data: every SQL step below 31, the KV fill, then steps 32..N.
 
-All or nothing: the SQL steps run inside one SQLite transaction that is committed (together with
-`user_version=31`) only after the KV store is complete, durable and in place. A crash before that
-leaves the copy's SQLite untouched; the KV is built in a side directory whose progress is journaled
-per durable chunk, so a re-run continues from the last durable chunk and ends with the same keys and
-values as an uninterrupted run."""
+Three commits, in ocore's own order: (1) the SQL steps below 31 with `user_version=30` (ocore's intermediate
+state; a node stuck at 30 is an ordinary input); (2) the KV fill, built in a side directory whose progress
+is journaled per durable chunk, with no write transaction open, so every worker reads the copy itself;
+(3) steps 32..N and `user_version=N` in one transaction committed only after the KV store is complete,
+durable and in place. A crash anywhere leaves the copy at its source version, at 30, or finished; a re-run
+continues from the last durable chunk and ends with the same keys and values as an uninterrupted run.
+The copy is never the live node's data: this is the green of a blue/green upgrade."""
 
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ from bluegreen.durable import atomic_write_json, fsync_dir, fsync_tree
 from bluegreen.engine.joints import ReadContext
 from bluegreen.engine.kvwriter import KvBuilder, iter_kv, owned_by_migration, remove_kv_dir
 from bluegreen.engine.pool import open_pool, resolve_jobs
+from bluegreen.engine.fillworker import UnitReadTask, read_and_transform, release_readers
 from bluegreen.engine.sqlsource import (
-    UnitChunkReader,
+    chunk_starts,
     count_data_feed_rows,
     count_units,
     read_data_feed_rows,
@@ -34,16 +37,18 @@ from bluegreen.engine.sqlsource import (
 from bluegreen import signals
 from bluegreen.ocore_facts import is_light_db_name, network_of
 from bluegreen.errors import BadInputError, MigrationError, SourceDataError
-from bluegreen.engine.transform import UnitChunkTask, UnitFailure, transform_unit_chunk
+from bluegreen.engine.transform import UnitFailure
 from bluegreen.formats.feeds import data_feed_entries
 from bluegreen.formats.networks import MAINNET, detect_network
 from bluegreen.killpoints import killpoint
 from bluegreen.schema.kvsteps import storage_sizes
-from bluegreen.schema.runner import apply_schema_steps
+from bluegreen.schema.runner import StepsReport, apply_schema_steps
 from bluegreen.schema.steps import KV_FILL_STEP, SUPPORTED_TARGETS
 
 TARGET_VERSION = 31
 MAX_FAILURES_KEPT = 10_000  # every failure is counted; this many are listed
+# Page cache of the main connection (SQL steps, feeds): bounded, so peak memory does not grow with the node.
+MAIN_CACHE_KIB = 131_072
 
 Progress = Callable[[str, int, int], None]
 
@@ -98,6 +103,10 @@ class MigrationJournal(BaseModel):
     # Step 34's aa_addresses.storage_size per AA, read from the built KV before step 39 retypes its values:
     # once the KV is built, a resumed run re-applies the (rolled back) SQL of steps 32..N from here.
     storage_sizes: dict[str, int] | None = None
+    # The copy's version before any step and what the steps below 31 did (committed at 30 before the fill,
+    # so a resumed run reads 30 from the copy): the report of a resumed run still speaks of the whole run.
+    origin_version: int | None = None
+    steps: Any = None
     started_at: datetime
     updated_at: datetime
 
@@ -158,7 +167,7 @@ def _open(db_path: Path) -> apsw.Connection:
     conn = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READWRITE)
     conn.setbusytimeout(5000)
     try:
-        conn.execute("PRAGMA cache_size=-400000")
+        conn.execute(f"PRAGMA cache_size=-{MAIN_CACHE_KIB}")
         conn.execute("PRAGMA user_version").fetchone()
     except apsw.Error as exc:
         conn.close()
@@ -213,34 +222,86 @@ def _set_storage_sizes(conn: apsw.Connection, sizes: dict[str, int] | None) -> N
         conn.execute("UPDATE aa_addresses SET storage_size=? WHERE address=?", (size, address))
 
 
-def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path, options: MigrationOptions,
-         light: bool, report: MigrationReport, started: float, progress: Progress | None) -> MigrationReport:
-    build_dir = build_dir_for(kv_dir)
-    identity = _source_identity(conn, report.source_version)
-    journal = _load_journal(journal_path)
-    if journal is not None and journal.source != identity:
-        journal = None  # a different copy: the old build is worthless
-    if journal is not None and journal.phase in (JournalPhase.UNITS, JournalPhase.FEEDS) and not build_dir.exists():
-        journal = None  # progress recorded but the build dir is gone: start over
-    if journal is None:
-        remove_kv_dir(build_dir)
-        journal = MigrationJournal(source=identity, started_at=_now(), updated_at=_now())
-    else:
-        report.resumed = True
-        report.resumed_from_unit_rowid = journal.last_unit_rowid
+# ocore commits `user_version=30` and the v30 tables before its KV fill; so do we: the copy then holds ocore's
+# own intermediate state (a node stuck at 30 is an ordinary input), and the fill runs with no write
+# transaction open, so every worker process reads the copy itself (engine/fillworker.py).
+INTERMEDIATE_VERSION = KV_FILL_STEP - 1
 
-    def save() -> None:
-        journal.updated_at = _now()
-        with signals.deferred():  # never cut by a TERM/HUP mid-serialisation (see bluegreen.signals)
-            atomic_write_json(journal_path, journal.model_dump(mode="json"))
 
+def _save_journal(journal_path: Path, journal: MigrationJournal) -> None:
+    journal.updated_at = _now()
+    with signals.deferred():  # never cut by a TERM/HUP mid-serialisation (see bluegreen.signals)
+        atomic_write_json(journal_path, journal.model_dump(mode="json"))
+
+
+def _commit_sql_steps(conn: apsw.Connection, journal_path: Path, source_version: int, light: bool,
+                      progress: Progress | None) -> MigrationJournal:
+    """Steps source+1..30 in one transaction, committed with `user_version=30`. The journal naming that state
+    (and the steps done, for the report) is durable before the commit: a crash between the two leaves the
+    copy at its source version with a journal that no longer matches it, which the re-run discards."""
     conn.execute("BEGIN IMMEDIATE")
     committed = False
     try:
         killpoint("engine.before_sql_steps")
-        steps = apply_schema_steps(conn, report.source_version, light=light, progress=progress)
-        report.steps = steps.model_dump(mode="json") if hasattr(steps, "model_dump") else steps
+        steps = apply_schema_steps(conn, source_version, light=light, progress=progress)
         killpoint("engine.after_sql_steps")
+        conn.execute(f"PRAGMA user_version={INTERMEDIATE_VERSION}")
+        journal = MigrationJournal(source=_source_identity(conn, INTERMEDIATE_VERSION), origin_version=source_version,
+                                   steps=steps.model_dump(mode="json"), started_at=_now(), updated_at=_now())
+        _save_journal(journal_path, journal)
+        conn.execute("COMMIT")
+        committed = True
+    finally:
+        if not committed:
+            try:
+                conn.execute("ROLLBACK")
+            except apsw.Error:
+                pass
+    killpoint("engine.after_sql_commit")
+    return journal
+
+
+def _resume_or_start(conn: apsw.Connection, journal_path: Path, build_dir: Path, version: int,
+                     report: MigrationReport) -> MigrationJournal:
+    """The journal of a run interrupted on this very copy (its build still there), or a fresh one."""
+    identity = _source_identity(conn, version)
+    journal = _load_journal(journal_path)
+    if journal is not None and journal.source != identity:
+        journal = None  # a different copy: the old build is worthless
+    if journal is not None and journal.phase in (JournalPhase.UNITS, JournalPhase.FEEDS) and not build_dir.exists():
+        # progress recorded but the build dir is gone: start the fill over (the steps stay done)
+        journal = journal.model_copy(update={"phase": JournalPhase.UNITS, "last_unit_rowid": 0, "last_feed_rowid": 0,
+                                             "units_done": 0, "feed_rows_done": 0, "kv_puts": 0, "carried_kv_keys": 0,
+                                             "stale_kv_keys_dropped": 0, "failures_total": 0, "failures": [],
+                                             "storage_sizes": None})
+        return journal
+    if journal is None:
+        remove_kv_dir(build_dir)
+        return MigrationJournal(source=identity, origin_version=version, started_at=_now(), updated_at=_now())
+    report.resumed = True
+    report.resumed_from_unit_rowid = journal.last_unit_rowid
+    return journal
+
+
+def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path, options: MigrationOptions,
+         light: bool, report: MigrationReport, started: float, progress: Progress | None) -> MigrationReport:
+    build_dir = build_dir_for(kv_dir)
+    if report.source_version < INTERMEDIATE_VERSION:
+        remove_kv_dir(build_dir)
+        journal = _commit_sql_steps(conn, journal_path, report.source_version, light, progress)
+    else:
+        journal = _resume_or_start(conn, journal_path, build_dir, report.source_version, report)
+    # The report speaks of the run as a whole: the version the copy had before any step, and its steps.
+    report.source_version = journal.origin_version if journal.origin_version is not None else report.source_version
+    report.steps = journal.steps if journal.steps is not None else StepsReport(
+        from_version=report.source_version, target=KV_FILL_STEP, node="light" if light else "full", steps=[],
+        statements=[]).model_dump(mode="json")
+
+    def save() -> None:
+        _save_journal(journal_path, journal)
+
+    in_txn = committed = False
+    try:
         report.units_total = count_units(conn)
         report.jobs = resolve_jobs(options.jobs, report.units_total)
         # A node that never synced has no units: nothing tells its network, and nothing needs one.
@@ -260,11 +321,13 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
                     _carry_foreign_keys(kv, kv_dir, journal)
                     save()
                 if journal.phase is JournalPhase.UNITS:
-                    _fill_units(conn, kv, ctx, options, journal, report.units_total, save, progress,
+                    _fill_units(conn, db_path, kv, ctx, options, journal, report.units_total, save, progress,
                                 check=options.check_hashes and not light, jobs=report.jobs)
                     journal.phase = JournalPhase.FEEDS
                     save()
                 _fill_feeds(conn, kv, options, journal, save, progress)
+                conn.execute("BEGIN IMMEDIATE")  # steps 32..N and user_version=target: one transaction
+                in_txn = True
                 if options.target_version > KV_FILL_STEP:
                     if options.target_version >= STORAGE_SIZE_STEP and journal.storage_sizes is None:
                         journal.storage_sizes = storage_sizes(kv)
@@ -281,13 +344,16 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
             fsync_tree(build_dir)
             journal.phase = JournalPhase.KV_DONE
             save()
-        elif options.target_version > KV_FILL_STEP:
-            # Resumed after the KV was built (killed before the commit): the SQLite transaction that held
-            # steps 32..N rolled back, their KV parts are durable in the build. Re-apply the SQL parts only.
-            later = apply_schema_steps(conn, KV_FILL_STEP, light=light, target=options.target_version,
-                                       network=network.name, kv=None)
-            _set_storage_sizes(conn, journal.storage_sizes)
-            report.kv_era_steps = later.model_dump(mode="json")
+        else:
+            conn.execute("BEGIN IMMEDIATE")
+            in_txn = True
+            if options.target_version > KV_FILL_STEP:
+                # Resumed after the KV was built (killed before the commit): the SQLite transaction that held
+                # steps 32..N rolled back, their KV parts are durable in the build. Re-apply the SQL parts only.
+                later = apply_schema_steps(conn, KV_FILL_STEP, light=light, target=options.target_version,
+                                           network=network.name, kv=None)
+                _set_storage_sizes(conn, journal.storage_sizes)
+                report.kv_era_steps = later.model_dump(mode="json")
         report.orphan_data_feed_rows = _count_orphan_feeds(conn)
         _fill_report(report, journal)
         if journal.failures_total:
@@ -295,7 +361,7 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
             more = f"; and {journal.failures_total - 5} more" if journal.failures_total > 5 else ""
             raise MigrationError(
                 f"{journal.failures_total} unit(s) cannot be migrated ({shown}{more}); the copy was left at "
-                f"version {report.source_version}",
+                f"version {INTERMEDIATE_VERSION} (ocore's own state before its KV fill) with no KV installed",
                 hint="see the migration report for every failing unit; the live node is untouched. "
                      "Repair or resync the source database, then run `upgrade stage` again",
             )
@@ -315,7 +381,7 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
         exc.report = report  # type: ignore[attr-defined]
         raise
     finally:
-        if not committed:
+        if in_txn and not committed:
             try:
                 conn.execute("ROLLBACK")
             except apsw.Error:
@@ -401,39 +467,40 @@ def _record_failure(journal: MigrationJournal, failure: UnitFailure) -> None:
         journal.failures.append(failure)
 
 
-def _unit_tasks(reader: UnitChunkReader, after_rowid: int, ctx: ReadContext, options: MigrationOptions,
-                check: bool) -> Iterator[UnitChunkTask]:
-    """The unit chunks after `after_rowid`, read from SQLite in rowid order (in the main process: the
-    connection holds the uncommitted SQL steps, which no other process could see)."""
-    while True:
-        raw = reader.read_raw(after_rowid)
-        if raw is None:
-            return
-        yield UnitChunkTask(raw=raw, ctx=ctx, check_unit_hashes=check,
-                            strict_payload_hashes=options.strict_payload_hashes)
-        after_rowid = raw.last_rowid
+def _unit_tasks(conn: apsw.Connection, db_path: Path, after_rowid: int, ctx: ReadContext,
+                options: MigrationOptions, check: bool) -> Iterator[UnitReadTask]:
+    """One task per chunk of `unit_chunk` units after `after_rowid`, in rowid order: where each chunk starts,
+    for whichever process reads it (nothing writes the copy during the fill, so the chunks stay put)."""
+    for start in chunk_starts(conn, after_rowid, options.unit_chunk):
+        yield UnitReadTask(db_path=str(db_path.resolve()), after_rowid=start, chunk_size=options.unit_chunk, ctx=ctx,
+                           check_unit_hashes=check, strict_payload_hashes=options.strict_payload_hashes)
 
 
-def _fill_units(conn: apsw.Connection, kv: KvBuilder, ctx: ReadContext, options: MigrationOptions,
+def _fill_units(conn: apsw.Connection, db_path: Path, kv: KvBuilder, ctx: ReadContext, options: MigrationOptions,
                 journal: MigrationJournal, total: int, save: Callable[[], None], progress: Progress | None,
                 *, check: bool, jobs: int) -> None:
-    """Every unit's `j` key: chunks are transformed by `jobs` workers but written and journaled here, one
-    chunk at a time in rowid order, so the journal's resume point is exactly the last durable chunk."""
-    reader = UnitChunkReader(conn, options.unit_chunk)
-    tasks = _unit_tasks(reader, journal.last_unit_rowid, ctx, options, check)
-    with open_pool(jobs) as pool:
-        for result in pool.imap(transform_unit_chunk, tasks):
-            for failure in result.failures:
-                _record_failure(journal, failure)
-            killpoint("engine.mid_units_chunk")
-            journal.kv_puts += kv.write_chunk(result.puts)
-            killpoint("engine.after_units_chunk_write")
-            journal.last_unit_rowid = result.last_rowid
-            journal.units_done += result.units
-            save()
-            killpoint("engine.between_units_chunks")
-            if progress:
-                progress("units", journal.units_done, total)
+    """Every unit's `j` key: chunks are read and transformed by `jobs` processes but written and journaled
+    here, one chunk at a time in rowid order, so the journal's resume point is exactly the last durable
+    chunk."""
+    tasks = _unit_tasks(conn, db_path, journal.last_unit_rowid, ctx, options, check)
+    try:
+        with open_pool(jobs) as pool:
+            for result in pool.imap(read_and_transform, tasks):
+                if result is None:
+                    continue  # the copy changed under us? it cannot: nothing else writes it; nothing to write
+                for failure in result.failures:
+                    _record_failure(journal, failure)
+                killpoint("engine.mid_units_chunk")
+                journal.kv_puts += kv.write_chunk(result.puts)
+                killpoint("engine.after_units_chunk_write")
+                journal.last_unit_rowid = result.last_rowid
+                journal.units_done += result.units
+                save()
+                killpoint("engine.between_units_chunks")
+                if progress:
+                    progress("units", journal.units_done, total)
+    finally:
+        release_readers()  # `--jobs 1` read in this process: no handle on the copy outlives the fill
 
 
 def _fill_feeds(conn: apsw.Connection, kv: KvBuilder, options: MigrationOptions, journal: MigrationJournal,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import marshal
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import apsw
@@ -175,6 +176,36 @@ class UnitChunk:
                     grouped_m[(row[0], row[1])].append(row[2:])
                 chunk.by_message[name] = grouped_m
         return chunk
+
+
+# Page cache of a fill reader (per process): the chunk queries walk indexes of most tables at once; 64 MiB
+# keeps their upper levels cached without growing with the database (the peak RSS must not).
+READER_CACHE_KIB = 65_536
+
+
+def open_chunk_reader_connection(db_path: Path) -> apsw.Connection:
+    """A read-only connection to a copy being migrated, for `UnitChunkReader` in any process.
+
+    Only used while no write transaction is open on the copy (the fill runs between the commit of the SQL
+    steps below 31 and the transaction of steps 32..N); its temp table `bg_chunk` lives in its own temp
+    database, which a read-only connection may write."""
+    conn = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
+    conn.setbusytimeout(5000)
+    conn.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")
+    return conn
+
+
+def chunk_starts(conn: apsw.Connection, after_rowid: int, chunk_size: int) -> list[int]:
+    """The `after_rowid` of every chunk of `chunk_size` units from `after_rowid` on, in order: the first is
+    `after_rowid` itself, each next one the last rowid of the chunk before (what `read_raw` pages by)."""
+    cuts = [int(r[0]) for r in conn.execute(
+        "SELECT rowid FROM (SELECT rowid, row_number() OVER (ORDER BY rowid) AS n FROM units WHERE rowid > ?) "
+        "WHERE n % ? = 0", (after_rowid, chunk_size))]
+    starts = [after_rowid, *cuts]
+    total = int(conn.execute("SELECT count(*) FROM units WHERE rowid > ?", (after_rowid,)).fetchone()[0])
+    if total and total % chunk_size == 0:
+        starts.pop()  # the last cut ends the last full chunk: no chunk starts after it
+    return starts if total else []
 
 
 def _columns(conn: apsw.Connection, sql: str) -> tuple[str, ...]:
