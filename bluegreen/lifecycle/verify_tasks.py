@@ -117,21 +117,21 @@ def rowid_ranges(lo: int | None, hi: int | None, parts: int) -> list[tuple[int |
 
 def plan(env: VerifyEnv, jobs: int, units: int, balls: int, balls_rowids: tuple[int | None, int | None],
          kv_ok: bool, units_ok: bool = True) -> list[VerifyTask]:
-    """Every task of a full verify, longest first (the pool hands the next one to whichever worker is idle).
-
-    One process (`jobs` 1) gets one range per check: the reference path, with per-item progress."""
+    """Every task of a full verify: longest first over several processes (the pool hands the next one to
+    whichever worker is idle); in report order for one process (`jobs` 1: one range per check, the reference
+    path, with per-item progress in the order `upgrade status` lists the steps)."""
     n_units = 1 if jobs <= 1 else max(jobs * TASKS_PER_JOB, math.ceil(units / UNITS_PER_TASK))
     n_balls = 1 if jobs <= 1 else max(jobs * TASKS_PER_JOB, math.ceil(balls / BALLS_PER_TASK))
-    tasks = [VerifyTask(KIND_INTEGRITY, 0, env), VerifyTask(KIND_FK_GREEN, 0, env), VerifyTask(KIND_FK_BLUE, 0, env)]
     unit_tasks = [VerifyTask(KIND_KV_UNITS, i, env, lo, hi)
                   for i, (lo, hi) in enumerate(unit_ranges(n_units))] if kv_ok and units_ok else []
     ball_tasks = [VerifyTask(KIND_BALLS, i, env, lo, hi)
                   for i, (lo, hi) in enumerate(rowid_ranges(*balls_rowids, n_balls))]
-    tasks += unit_tasks + ball_tasks
-    if kv_ok:
-        tasks.append(VerifyTask(KIND_KV_FEEDS, 0, env))
-    tasks.append(VerifyTask(KIND_SQL, 0, env))
-    return tasks
+    feed_tasks = [VerifyTask(KIND_KV_FEEDS, 0, env)] if kv_ok else []
+    fk = [VerifyTask(KIND_FK_BLUE, 0, env), VerifyTask(KIND_FK_GREEN, 0, env)]
+    integrity, sql = VerifyTask(KIND_INTEGRITY, 0, env), VerifyTask(KIND_SQL, 0, env)
+    if jobs <= 1:
+        return [integrity, *fk, sql, *unit_tasks, *feed_tasks, *ball_tasks]
+    return [integrity, *fk[::-1], *unit_tasks, *ball_tasks, *feed_tasks, sql]
 
 
 # ---------------------------------------------------------------------------------------------
