@@ -66,7 +66,8 @@ def _dir(lay: Layout) -> Path:
 def keep_source_copy(lay: Layout) -> None:
     """Before the migration of an online stage: keep green's SQLite as it is (= the snapshot) for catch-up.
 
-    Green's SQLite is untouched until the migration commits (one transaction), so this also works on a resume."""
+    It is made (durably) before the engine first writes green, and a resumed stage finds it already there, so
+    it is always the raw snapshot, never a partly migrated copy (the engine commits the steps below 31 first)."""
     dst = prev_path(lay)
     if dst.exists():
         return
