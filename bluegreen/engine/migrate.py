@@ -111,6 +111,17 @@ class MigrationJournal(BaseModel):
     updated_at: datetime
 
 
+class MigrationTimings(BaseModel):
+    """Wall-clock seconds of this run's parts (a resumed run times only what it did itself), so a benchmark
+    can tell the SQL steps from the KV fill without a profiler. `elapsed_seconds` of the report also covers
+    what is not listed here (reading the network and counts, fsync of the build, installing it, the commit)."""
+
+    sql_steps_seconds: float = 0.0  # the SQL steps below 31 and their commit at user_version=30
+    units_seconds: float = 0.0  # every unit's `j` key (read, rebuild, hash, write)
+    feeds_seconds: float = 0.0  # the data feeds' `df`/`dfv` keys
+    later_steps_seconds: float = 0.0  # steps 32..target (SQL, and the KV parts of 34/39) after the fill
+
+
 class MigrationReport(BaseModel):
     """What a migration run did. `completed` is True only when user_version is now the target."""
 
@@ -143,10 +154,16 @@ class MigrationReport(BaseModel):
     failures: list[UnitFailure] = Field(default_factory=list)
     elapsed_seconds: float = 0.0
     units_per_second: float = 0.0
+    timings: MigrationTimings = Field(default_factory=MigrationTimings)
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _since(mark: float) -> float:
+    """Seconds since the monotonic `mark`, rounded as `elapsed_seconds` is."""
+    return round(time.monotonic() - mark, 3)
 
 
 def build_dir_for(kv_dir: Path) -> Path:
@@ -288,7 +305,9 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
     build_dir = build_dir_for(kv_dir)
     if report.source_version < INTERMEDIATE_VERSION:
         remove_kv_dir(build_dir)
+        mark = time.monotonic()
         journal = _commit_sql_steps(conn, journal_path, report.source_version, light, progress)
+        report.timings.sql_steps_seconds = _since(mark)
     else:
         journal = _resume_or_start(conn, journal_path, build_dir, report.source_version, report)
     # The report speaks of the run as a whole: the version the copy had before any step, and its steps.
@@ -321,14 +340,19 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
                     _carry_foreign_keys(kv, kv_dir, journal)
                     save()
                 if journal.phase is JournalPhase.UNITS:
+                    mark = time.monotonic()
                     _fill_units(conn, db_path, kv, ctx, options, journal, report.units_total, save, progress,
                                 check=options.check_hashes and not light, jobs=report.jobs)
+                    report.timings.units_seconds = _since(mark)
                     journal.phase = JournalPhase.FEEDS
                     save()
+                mark = time.monotonic()
                 _fill_feeds(conn, kv, options, journal, save, progress)
+                report.timings.feeds_seconds = _since(mark)
                 conn.execute("BEGIN IMMEDIATE")  # steps 32..N and user_version=target: one transaction
                 in_txn = True
                 if options.target_version > KV_FILL_STEP:
+                    mark = time.monotonic()
                     if options.target_version >= STORAGE_SIZE_STEP and journal.storage_sizes is None:
                         journal.storage_sizes = storage_sizes(kv)
                         save()
@@ -337,6 +361,7 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
                     # Same values on a first run; after a kill past step 39's KV writes, the recorded ones.
                     _set_storage_sizes(conn, journal.storage_sizes)
                     report.kv_era_steps = later.model_dump(mode="json")
+                    report.timings.later_steps_seconds = _since(mark)
             finally:
                 kv.close()
             # Every file, not just the dir: rocksdict writes its config without fsync, and a power cut after
@@ -350,10 +375,12 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
             if options.target_version > KV_FILL_STEP:
                 # Resumed after the KV was built (killed before the commit): the SQLite transaction that held
                 # steps 32..N rolled back, their KV parts are durable in the build. Re-apply the SQL parts only.
+                mark = time.monotonic()
                 later = apply_schema_steps(conn, KV_FILL_STEP, light=light, target=options.target_version,
                                            network=network.name, kv=None)
                 _set_storage_sizes(conn, journal.storage_sizes)
                 report.kv_era_steps = later.model_dump(mode="json")
+                report.timings.later_steps_seconds = _since(mark)
         report.orphan_data_feed_rows = _count_orphan_feeds(conn)
         _fill_report(report, journal)
         if journal.failures_total:
@@ -413,8 +440,10 @@ def _run_kv_era(conn: apsw.Connection, kv_dir: Path, options: MigrationOptions, 
     committed = False
     kv = KvBuilder(kv_dir) if kv_dir.exists() else None
     try:
+        mark = time.monotonic()
         steps = apply_schema_steps(conn, report.source_version, light=light, target=options.target_version,
                                    network=network, kv=kv)
+        report.timings.later_steps_seconds = _since(mark)  # a KV-era source has no fill: only these steps
         report.kv_era_steps = steps.model_dump(mode="json")
         if kv is not None:
             kv.close()
