@@ -739,8 +739,8 @@ def _every_failure(lay: Layout, exc: MigrationError, rep: object) -> MigrationEr
     atomic_write_text(path, "\n".join(lines) + "\n")
     shown = lines[:MAX_FAILURES_IN_MESSAGE]
     more = total - len(shown)
-    msg = (f"{total} unit(s) of the source cannot be migrated; the copy was left at its version, "
-           f"blue is untouched:\n    " + "\n    ".join(shown)
+    msg = (f"{total} unit(s) of the source cannot be migrated; the staged copy was left unfinished (no KV "
+           f"installed, not promotable) and blue is untouched:\n    " + "\n    ".join(shown)
            + (f"\n    ... and {more} more" if more > 0 else "") + f"\n  every failing unit: {path}")
     out = MigrationError(msg, exc.hint)
     out.report = rep  # type: ignore[attr-defined]
