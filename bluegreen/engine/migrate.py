@@ -26,6 +26,7 @@ from bluegreen.engine.joints import ReadContext
 from bluegreen.engine.kvwriter import KvBuilder, iter_kv, owned_by_migration, remove_kv_dir
 from bluegreen.engine.pool import open_pool, resolve_jobs
 from bluegreen.engine.fillworker import UnitReadTask, read_and_transform, release_readers
+from bluegreen.engine.sqltxn import WriteTransaction
 from bluegreen.engine.sqlsource import (
     chunk_starts,
     count_data_feed_rows,
@@ -256,9 +257,8 @@ def _commit_sql_steps(conn: apsw.Connection, journal_path: Path, source_version:
     """Steps source+1..30 in one transaction, committed with `user_version=30`. The journal naming that state
     (and the steps done, for the report) is durable before the commit: a crash between the two leaves the
     copy at its source version with a journal that no longer matches it, which the re-run discards."""
-    conn.execute("BEGIN IMMEDIATE")
-    committed = False
-    try:
+    with WriteTransaction(conn) as txn:
+        txn.begin()
         killpoint("engine.before_sql_steps")
         steps = apply_schema_steps(conn, source_version, light=light, progress=progress)
         killpoint("engine.after_sql_steps")
@@ -266,14 +266,7 @@ def _commit_sql_steps(conn: apsw.Connection, journal_path: Path, source_version:
         journal = MigrationJournal(source=_source_identity(conn, INTERMEDIATE_VERSION), origin_version=source_version,
                                    steps=steps.model_dump(mode="json"), started_at=_now(), updated_at=_now())
         _save_journal(journal_path, journal)
-        conn.execute("COMMIT")
-        committed = True
-    finally:
-        if not committed:
-            try:
-                conn.execute("ROLLBACK")
-            except apsw.Error:
-                pass
+        txn.commit()
     killpoint("engine.after_sql_commit")
     return journal
 
@@ -319,100 +312,91 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
     def save() -> None:
         _save_journal(journal_path, journal)
 
-    in_txn = committed = False
-    try:
-        report.units_total = count_units(conn)
-        report.jobs = resolve_jobs(options.jobs, report.units_total)
-        # A node that never synced has no units: nothing tells its network, and nothing needs one.
-        network = network_of(conn, options.genesis_unit) if report.units_total else MAINNET
-        report.network = network.name if report.units_total else "unknown (no units)"
-        report.genesis_unit = network.genesis_unit
-        min_mci = read_min_retrievable_mci(conn)
-        report.min_retrievable_mci = min_mci
-        report.voided_at_min_retrievable_mci = read_voided_at(conn, min_mci)
-        ctx = ReadContext(network=network, min_retrievable_mci=min_mci, light=light)
+    with WriteTransaction(conn) as txn:  # steps 32..N: rolled back on any way out before their commit
+        try:
+            report.units_total = count_units(conn)
+            report.jobs = resolve_jobs(options.jobs, report.units_total)
+            # A node that never synced has no units: nothing tells its network, and nothing needs one.
+            network = network_of(conn, options.genesis_unit) if report.units_total else MAINNET
+            report.network = network.name if report.units_total else "unknown (no units)"
+            report.genesis_unit = network.genesis_unit
+            min_mci = read_min_retrievable_mci(conn)
+            report.min_retrievable_mci = min_mci
+            report.voided_at_min_retrievable_mci = read_voided_at(conn, min_mci)
+            ctx = ReadContext(network=network, min_retrievable_mci=min_mci, light=light)
 
-        if journal.phase in (JournalPhase.UNITS, JournalPhase.FEEDS):
-            fresh = not build_dir.exists()
-            kv = KvBuilder(build_dir)
-            try:
-                if fresh:
-                    _carry_foreign_keys(kv, kv_dir, journal)
-                    save()
-                if journal.phase is JournalPhase.UNITS:
-                    mark = time.monotonic()
-                    _fill_units(conn, db_path, kv, ctx, options, journal, report.units_total, save, progress,
-                                check=options.check_hashes and not light, jobs=report.jobs)
-                    report.timings.units_seconds = _since(mark)
-                    journal.phase = JournalPhase.FEEDS
-                    save()
-                mark = time.monotonic()
-                _fill_feeds(conn, kv, options, journal, save, progress)
-                report.timings.feeds_seconds = _since(mark)
-                conn.execute("BEGIN IMMEDIATE")  # steps 32..N and user_version=target: one transaction
-                in_txn = True
-                if options.target_version > KV_FILL_STEP:
-                    mark = time.monotonic()
-                    if options.target_version >= STORAGE_SIZE_STEP and journal.storage_sizes is None:
-                        journal.storage_sizes = storage_sizes(kv)
+            if journal.phase in (JournalPhase.UNITS, JournalPhase.FEEDS):
+                fresh = not build_dir.exists()
+                kv = KvBuilder(build_dir)
+                try:
+                    if fresh:
+                        _carry_foreign_keys(kv, kv_dir, journal)
                         save()
+                    if journal.phase is JournalPhase.UNITS:
+                        mark = time.monotonic()
+                        _fill_units(conn, db_path, kv, ctx, options, journal, report.units_total, save, progress,
+                                    check=options.check_hashes and not light, jobs=report.jobs)
+                        report.timings.units_seconds = _since(mark)
+                        journal.phase = JournalPhase.FEEDS
+                        save()
+                    mark = time.monotonic()
+                    _fill_feeds(conn, kv, options, journal, save, progress)
+                    report.timings.feeds_seconds = _since(mark)
+                    txn.begin()  # steps 32..N and user_version=target: one transaction
+                    if options.target_version > KV_FILL_STEP:
+                        mark = time.monotonic()
+                        if options.target_version >= STORAGE_SIZE_STEP and journal.storage_sizes is None:
+                            journal.storage_sizes = storage_sizes(kv)
+                            save()
+                        later = apply_schema_steps(conn, KV_FILL_STEP, light=light, target=options.target_version,
+                                                   network=network.name, kv=kv)
+                        # Same values on a first run; after a kill past step 39's KV writes, the recorded ones.
+                        _set_storage_sizes(conn, journal.storage_sizes)
+                        report.kv_era_steps = later.model_dump(mode="json")
+                        report.timings.later_steps_seconds = _since(mark)
+                finally:
+                    kv.close()
+                # Every file, not just the dir: rocksdict writes its config without fsync, and a power cut after
+                # the journal says KV_DONE (and the state MIGRATED) left it empty (tests/test_powerloss.py).
+                fsync_tree(build_dir)
+                journal.phase = JournalPhase.KV_DONE
+                save()
+            else:
+                txn.begin()
+                if options.target_version > KV_FILL_STEP:
+                    # Resumed after the KV was built (killed before the commit): the SQLite transaction that held
+                    # steps 32..N rolled back, their KV parts are durable in the build. Re-apply the SQL parts only.
+                    mark = time.monotonic()
                     later = apply_schema_steps(conn, KV_FILL_STEP, light=light, target=options.target_version,
-                                               network=network.name, kv=kv)
-                    # Same values on a first run; after a kill past step 39's KV writes, the recorded ones.
+                                               network=network.name, kv=None)
                     _set_storage_sizes(conn, journal.storage_sizes)
                     report.kv_era_steps = later.model_dump(mode="json")
                     report.timings.later_steps_seconds = _since(mark)
-            finally:
-                kv.close()
-            # Every file, not just the dir: rocksdict writes its config without fsync, and a power cut after
-            # the journal says KV_DONE (and the state MIGRATED) left it empty (tests/test_powerloss.py).
-            fsync_tree(build_dir)
-            journal.phase = JournalPhase.KV_DONE
+            report.orphan_data_feed_rows = _count_orphan_feeds(conn)
+            _fill_report(report, journal)
+            if journal.failures_total:
+                shown = "; ".join(f"{f.unit}: {f.reason}" for f in journal.failures[:5])
+                more = f"; and {journal.failures_total - 5} more" if journal.failures_total > 5 else ""
+                raise MigrationError(
+                    f"{journal.failures_total} unit(s) cannot be migrated ({shown}{more}); the copy was left at "
+                    f"version {INTERMEDIATE_VERSION} (ocore's own state before its KV fill) with no KV installed",
+                    hint="see the migration report for every failing unit; the live node is untouched. "
+                         "Repair or resync the source database, then run `upgrade stage` again",
+                )
+            killpoint("engine.before_kv_install")
+            if journal.phase is JournalPhase.KV_DONE:
+                _install_kv(build_dir, kv_dir)
+                journal.phase = JournalPhase.KV_INSTALLED
+                save()
+            killpoint("engine.before_commit")
+            conn.execute(f"PRAGMA user_version={options.target_version}")
+            txn.commit()
+            journal.phase = JournalPhase.COMMITTED
             save()
-        else:
-            conn.execute("BEGIN IMMEDIATE")
-            in_txn = True
-            if options.target_version > KV_FILL_STEP:
-                # Resumed after the KV was built (killed before the commit): the SQLite transaction that held
-                # steps 32..N rolled back, their KV parts are durable in the build. Re-apply the SQL parts only.
-                mark = time.monotonic()
-                later = apply_schema_steps(conn, KV_FILL_STEP, light=light, target=options.target_version,
-                                           network=network.name, kv=None)
-                _set_storage_sizes(conn, journal.storage_sizes)
-                report.kv_era_steps = later.model_dump(mode="json")
-                report.timings.later_steps_seconds = _since(mark)
-        report.orphan_data_feed_rows = _count_orphan_feeds(conn)
-        _fill_report(report, journal)
-        if journal.failures_total:
-            shown = "; ".join(f"{f.unit}: {f.reason}" for f in journal.failures[:5])
-            more = f"; and {journal.failures_total - 5} more" if journal.failures_total > 5 else ""
-            raise MigrationError(
-                f"{journal.failures_total} unit(s) cannot be migrated ({shown}{more}); the copy was left at "
-                f"version {INTERMEDIATE_VERSION} (ocore's own state before its KV fill) with no KV installed",
-                hint="see the migration report for every failing unit; the live node is untouched. "
-                     "Repair or resync the source database, then run `upgrade stage` again",
-            )
-        killpoint("engine.before_kv_install")
-        if journal.phase is JournalPhase.KV_DONE:
-            _install_kv(build_dir, kv_dir)
-            journal.phase = JournalPhase.KV_INSTALLED
-            save()
-        killpoint("engine.before_commit")
-        conn.execute(f"PRAGMA user_version={options.target_version}")
-        conn.execute("COMMIT")
-        committed = True
-        journal.phase = JournalPhase.COMMITTED
-        save()
-        report.completed = True
-    except MigrationError as exc:
-        exc.report = report  # type: ignore[attr-defined]
-        raise
-    finally:
-        if in_txn and not committed:
-            try:
-                conn.execute("ROLLBACK")
-            except apsw.Error:
-                pass
+            report.completed = True
+        except MigrationError as exc:
+            exc.report = report  # type: ignore[attr-defined]
+            raise
     report.elapsed_seconds = round(time.monotonic() - started, 3)
     if report.elapsed_seconds > 0:
         report.units_per_second = round(report.units_written / report.elapsed_seconds, 1)
@@ -436,30 +420,22 @@ def _run_kv_era(conn: apsw.Connection, kv_dir: Path, options: MigrationOptions, 
     copied KV dir, one SQLite transaction committed last."""
     network = _network_name(conn, options.genesis_unit)
     report.network = network
-    conn.execute("BEGIN IMMEDIATE")
-    committed = False
-    kv = KvBuilder(kv_dir) if kv_dir.exists() else None
-    try:
-        mark = time.monotonic()
-        steps = apply_schema_steps(conn, report.source_version, light=light, target=options.target_version,
-                                   network=network, kv=kv)
-        report.timings.later_steps_seconds = _since(mark)  # a KV-era source has no fill: only these steps
-        report.kv_era_steps = steps.model_dump(mode="json")
-        if kv is not None:
-            kv.close()
-            kv = None
+    kv = None
+    with WriteTransaction(conn) as txn:
+        txn.begin()
+        kv = KvBuilder(kv_dir) if kv_dir.exists() else None
+        try:
+            mark = time.monotonic()
+            steps = apply_schema_steps(conn, report.source_version, light=light, target=options.target_version,
+                                       network=network, kv=kv)
+            report.timings.later_steps_seconds = _since(mark)  # a KV-era source has no fill: only these steps
+            report.kv_era_steps = steps.model_dump(mode="json")
+        finally:
+            if kv is not None:
+                kv.close()
         conn.execute(f"PRAGMA user_version={options.target_version}")
-        conn.execute("COMMIT")
-        committed = True
+        txn.commit()
         report.completed = True
-    finally:
-        if kv is not None:
-            kv.close()
-        if not committed:
-            try:
-                conn.execute("ROLLBACK")
-            except apsw.Error:
-                pass
     report.elapsed_seconds = round(time.monotonic() - started, 3)
     return report
 
