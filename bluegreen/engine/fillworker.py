@@ -20,6 +20,7 @@ import apsw
 from bluegreen.engine.joints import ReadContext
 from bluegreen.engine.sqlsource import UnitChunkReader, open_chunk_reader_connection
 from bluegreen.engine.transform import UnitChunkResult, UnitChunkTask, transform_unit_chunk
+from bluegreen.killpoints import killpoint
 
 _READERS: dict[str, tuple[apsw.Connection, UnitChunkReader]] = {}
 
@@ -50,6 +51,7 @@ def _reader(db_path: str, chunk_size: int) -> UnitChunkReader:
 def read_and_transform(task: UnitReadTask) -> UnitChunkResult | None:
     """Read the chunk after `task.after_rowid` and rebuild, check and serialise its joints; None past the end."""
     raw = _reader(task.db_path, task.chunk_size).read_raw(task.after_rowid)
+    killpoint("fillworker.after_read")  # tests: a worker killed mid-fill (as the OOM killer would)
     if raw is None:
         return None
     return transform_unit_chunk(UnitChunkTask(raw=raw, ctx=task.ctx, check_unit_hashes=task.check_unit_hashes,

@@ -41,12 +41,21 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar
 
 from bluegreen.engine.poolworker import WorkerFailed
+from bluegreen.errors import BluegreenError
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-class WorkerDied(RuntimeError):
+WORKER_DIED_HINT = ("a worker process is usually killed by the kernel's out-of-memory killer (see `dmesg`) or by "
+                    "hand; run the same command again (stage resumes from its last durable chunk), with `--jobs 1` "
+                    "to use less memory")
+
+
+class WorkerDied(BluegreenError):
     """A worker process ended without returning its result (killed, out of memory)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, WORKER_DIED_HINT)
 
 
 def default_jobs() -> int:

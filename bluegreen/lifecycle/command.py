@@ -38,6 +38,7 @@ from bluegreen.lifecycle import greendiff, layout as layoutmod, noderunning, own
 from bluegreen.lifecycle import catchup, storage_errors
 from bluegreen.lifecycle import swap as swapmod
 from bluegreen.lifecycle.killpoints import killpoint
+from bluegreen.engine.pool import WorkerDied
 from bluegreen.lifecycle.layout import Layout
 from bluegreen.lifecycle.lock import StagingLock, is_locked, read_holder_pid
 from bluegreen.lifecycle.phases import (
@@ -708,8 +709,8 @@ def _stage_migrate(lay: Layout, store: StateStore, state: StagingState,
         state.last_error = full.message
         store.transition(state, Phase.FAILED, "migration failed: " + exc.message.splitlines()[0])
         raise full from exc
-    except (KeyboardInterrupt, SystemExit):
-        raise  # left MIGRATING: the next stage resumes from the engine's journal
+    except (KeyboardInterrupt, SystemExit, WorkerDied):
+        raise  # left MIGRATING: the next stage resumes from the engine's journal (a killed worker lost no chunk)
     except BluegreenError as exc:  # e.g. the engine's SourceDataError: green is not promotable, say why
         state.last_error = str(exc)
         store.transition(state, Phase.FAILED, "migration failed: " + exc.message.splitlines()[0])

@@ -25,6 +25,7 @@ import apsw
 
 from bluegreen.engine.pool import open_pool, resolve_jobs
 from bluegreen.formats.networks import Network
+from bluegreen.killpoints import killpoint
 from bluegreen.lifecycle import verify as v
 from bluegreen.lifecycle.verify_models import VerifyCheck
 from bluegreen.ocore_facts import KV_ERA_VERSION
@@ -238,6 +239,7 @@ def run_task(task: VerifyTask, progress: Progress | None = None) -> PartResult:
 
 def run_task_quiet(task: VerifyTask) -> PartResult:
     """`run_task` without progress: what a worker runs (module-level, so it pickles by name)."""
+    killpoint("verify_tasks.worker_task")  # tests: a worker killed mid-verify
     return run_task(task)
 
 
