@@ -130,8 +130,8 @@ def link_copy_kv(kv_dir: Path, dst_root: Path) -> tuple[int, int, int]:
 
     assert kv_dir.name == KV_DIR_NAME, kv_dir  # copy_tree_files links .sst under "rocksdb/" only
     rels = [f"{KV_DIR_NAME}/{r}" for r in fpmod.walk_files(kv_dir) if is_kv_data(r.rsplit("/", 1)[-1])]
-    (dst_root / KV_DIR_NAME).mkdir(parents=True, exist_ok=True)
     copied, bcopied, linked, _ = copy_tree_files(kv_dir.parent, dst_root, rels, link_sst=True)
+    (dst_root / KV_DIR_NAME).mkdir(parents=True, exist_ok=True)  # an empty KV dir is still a dir
     return linked, copied, bcopied
 
 
