@@ -22,7 +22,7 @@ from bluegreen.engine.kvwriter import iter_kv
 from bluegreen.engine.migrate import MigrationOptions, migrate_copy
 from bluegreen.generator import generate_node_dir
 from bluegreen.generator.extend import extend_node_dir
-from bluegreen.lifecycle import command, snapshot
+from bluegreen.lifecycle import command, greendiff, snapshot
 from bluegreen.lifecycle.state import Phase, StateStore
 from test_lifecycle_support import cli_json
 
@@ -158,11 +158,15 @@ def test_catch_up_under_a_writer_then_promote_equals_a_fresh_migration(tmp_path:
     extend_node_dir(node, units=200, seed=7)
     st = command.status(node)
     assert st.online_lag is not None and st.online_lag.new_units and st.online_lag.new_units >= 200
-    p = command.promote(node)
+    steps: set[str] = set()
+    p = command.promote(node, progress=lambda step, done, total: steps.add(step))
     assert p.catch_up is not None and p.catch_up.joints_rebuilt >= 200
     assert p.downtime_seconds is not None and p.downtime_seconds > 0 and "downtime" in p.message
     state = StateStore(staging).load()
     assert state is not None and state.phase == Phase.PROMOTED and len(state.catch_ups) == 4
+    # rollback's baseline: the caught-up green's counts from the catch-up's own check, not counted again
+    assert "row counts" not in steps
+    assert state.green_row_counts_promoted == greendiff.row_counts(node / "byteball.sqlite")
     final_blue = staging / "blue-previous" / "byteball.sqlite"
     for prev in (first_prev, c1_prev):
         cases = _hard_cases(prev, final_blue)

@@ -57,6 +57,7 @@ def _verified(tmp_path: Path) -> tuple[Path, dict[str, str], dict[str, str]]:
 
 
 PROMOTE_POINTS = [
+    ("promote.mid_kv_copy", {}, "VERIFIED"),
     ("promote.before_swap", {}, "VERIFIED"),
     ("promote.swap.after_journal", {}, "VERIFIED"),
     ("promote.swap.after_exchange", {}, "PROMOTED"),

@@ -41,6 +41,9 @@ class CatchUpJournal(BaseModel):
     blue_fingerprint: fpmod.Fingerprint  # blue just before the fresh snapshot (its database part is used)
     keep_verified: bool  # green matched its verified fingerprint before: the catch-up's checks carry it on
     stats: CatchUpStats
+    # Every table's row count of the caught-up green (its row-count check counted them): promote's rollback
+    # baseline when the verify is carried on. None in journals of older bluegreens.
+    green_row_counts: dict[str, int] | None = None
 
 
 def prev_path(lay: Layout) -> Path:
@@ -130,6 +133,8 @@ def _install(lay: Layout, store: StateStore, state: StagingState, journal: Catch
         state.catch_ups.append(journal.stats)
     if journal.keep_verified:
         state.green_fingerprint_verified = fpmod.take(lay.green_dir)
+    # Counts and verified fingerprint go together: without a carried-on verify green must be verified again.
+    state.green_row_counts_verified = journal.green_row_counts if journal.keep_verified else None
     store.save(state)
     store.audit("catch_up", f"green caught up to units rowid {journal.position.max_units_rowid} "
                 f"({journal.stats.joints_rebuilt} joints rebuilt)", state.phase)
@@ -147,15 +152,17 @@ def _row_counts(db: Path) -> dict[str, int]:
         conn.close()
 
 
-def _check_counts(prev: Path, source_new: Path, green_old: Path, green_new: Path) -> int:
-    """Row counts: green's change per table equals blue's change per table (the steps are the same both times)."""
+def _check_counts(prev: Path, source_new: Path, green_old: Path, green_new: Path) -> dict[str, int]:
+    """Row counts: green's change per table equals blue's change per table (the steps are the same both times).
+
+    Returns the new green's count of every table (promote's rollback baseline: no recount at promote)."""
     a, b, c, d = (_row_counts(p) for p in (prev, source_new, green_old, green_new))
     bad = [f"{t}: blue {a.get(t, 0)} -> {b.get(t, 0)}, green {c.get(t, 0)} -> {d.get(t, 0)}"
            for t in sorted(set(c) | set(d)) if t in b and d.get(t, 0) - c.get(t, 0) != b[t] - a.get(t, 0)]
     if bad:
         raise VerificationFailed("the caught-up green's row counts do not follow blue's:\n    " + "\n    ".join(bad[:20]),
                                  "green is unchanged; run `upgrade catch-up` again, or stage again")
-    return len(d)
+    return d
 
 
 def catch_up_green(lay: Layout, store: StateStore, state: StagingState,
@@ -204,8 +211,9 @@ def catch_up_green(lay: Layout, store: StateStore, state: StagingState,
     catch_up_copy(prev_path(lay), cu / "green.sqlite", cu / "rocksdb.new", source_version=state.source_version or 0,
                   target_version=state.target_version, light=state.light, genesis_unit=state.genesis_unit,
                   old_min_retrievable_mci=old_mrm, stats=stats, progress=progress)
-    stats.row_counts_checked = _check_counts(prev_path(lay), cu / "source-new.sqlite", lay.green_dir / lay.db_name,
-                                             cu / "green.sqlite")
+    green_counts = _check_counts(prev_path(lay), cu / "source-new.sqlite", lay.green_dir / lay.db_name,
+                                 cu / "green.sqlite")
+    stats.row_counts_checked = len(green_counts)
     leftover = [p.name for p in cu.glob("green.sqlite-*")]
     if leftover:  # the build's connection is closed: everything must be in the main file, which alone moves
         raise PreflightError(f"the caught-up SQLite file left {', '.join(leftover)} after closing",
@@ -214,7 +222,7 @@ def catch_up_green(lay: Layout, store: StateStore, state: StagingState,
         fsync_dir(dirpath)
     stats.seconds = round(time.monotonic() - t0, 3)
     journal = CatchUpJournal(position=position, blue_fingerprint=fp_holder[0], keep_verified=keep_verified,
-                             stats=stats)
+                             stats=stats, green_row_counts=green_counts)
     with signals.deferred():
         atomic_write_json(cu / "journal.json", journal.model_dump(mode="json"))
     killpoint("catchup.before_install")

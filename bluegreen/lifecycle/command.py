@@ -81,12 +81,12 @@ from bluegreen.lifecycle.state import (
 )
 from bluegreen.lifecycle.target import TargetChoice, choose_target
 from bluegreen.nodecompat.ocore import OcoreInfo
+from bluegreen.ocore_facts import KV_DIR_NAME
 from bluegreen.lifecycle.verify_models import VerifyCheck, VerifyReport
 
 ProgressFn = Callable[[str, int, int], None]
 PROGRESS_SAVE_SECONDS = 5.0
 STEP_OTHER_FILES = "other files"  # promote's copy of blue's changed non-database files into green
-KV_KEYS_FILE = "green-kv-keys-at-promote.txt"
 CHECK_BLUE_UNCHANGED = "blue_unchanged_since_stage"
 CHECK_NODE_COMPAT = "node_library_reads_green"
 CHECK_NODE_OCORE = "node_ocore_accepts_target"
@@ -302,12 +302,25 @@ def _recover_cleanup(lay: Layout, store: StateStore, state: StagingState, notes:
     return None, True
 
 
+def _discard_kv_copy(lay: Layout, store: StateStore, state: StagingState, notes: list[str]) -> Recovered:
+    gone = greendiff.discard_frozen_kv(lay.work_dir)
+    if greendiff.KV_AT_PROMOTE_PARTIAL in gone:
+        notes.append("interrupted promote found while it copied green's KV: the partial copy was removed")
+    elif gone:
+        notes.append("the KV copy of a rolled-back promote was removed (promote makes it again)")
+    if state.green_kv_frozen is not None:
+        state.green_kv_frozen = None
+        store.save(state)
+    return state, False
+
+
 # The functions doing each named recovery of `phases.PHASES`.
 RECOVERIES: dict[Recovery, Callable[[Layout, StateStore, StagingState, list[str]], Recovered]] = {
     Recovery.NONE: _recover_nothing,
     Recovery.RESUME_MIGRATION: _recover_nothing,  # stage resumes it; other commands leave it be
     Recovery.DISCARD_SNAPSHOT: _discard_snapshot,
     Recovery.FINISH_OR_UNDO_SWAP: _undo_unstarted_swap,
+    Recovery.DISCARD_KV_COPY: _discard_kv_copy,
     Recovery.FINISH_ABORT: _recover_abort,
     Recovery.FINISH_CLEANUP: _recover_cleanup,
 }
@@ -425,9 +438,10 @@ def _progress_saver(store: StateStore, state: StagingState, user: ProgressFn | N
 COMMAND_STEPS: dict[str, tuple[str, ...]] = {
     "stage": ("snapshot sqlite", "snapshot files", "quick_check", "schema steps", "units", "data_feeds"),
     "verify": ("integrity_check", "foreign_key_check (blue)", "foreign_key_check", "row_counts", "kv_units",
-               "kv_data_feeds", "balls"),
-    "promote": (STEP_OTHER_FILES, greendiff.STEP_ROW_COUNTS, greendiff.STEP_KV_KEYS,
-                ownership.STEP_OWNERSHIP, swapmod.STEP_SWAP),
+               "kv_data_feeds", "balls", greendiff.STEP_ROW_COUNTS),
+    # row counts: only for a green verified by an older bluegreen (verify takes them now)
+    "promote": (STEP_OTHER_FILES, greendiff.STEP_ROW_COUNTS, ownership.STEP_OWNERSHIP, greendiff.STEP_KV_FREEZE,
+                swapmod.STEP_SWAP),
     "rollback": (greendiff.STEP_ROW_COUNTS, greendiff.STEP_KV_KEYS, ownership.STEP_OWNERSHIP, swapmod.STEP_SWAP),
 }
 
@@ -641,6 +655,7 @@ def _stage_snapshot(lay: Layout, store: StateStore, state: StagingState, choice:
     state.target_origin = choice.origin
     state.blue_fingerprint = fpmod.take(lay.data_dir, lay.exclude)
     state.green_fingerprint_verified = state.green_fingerprint_promoted = None
+    state.green_row_counts_verified = state.green_kv_frozen = None
     state.blue_previous_record = state.green_unique_changes = None
     state.last_verify = None
     state.migration_report = None
@@ -915,9 +930,9 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
         # online stage: green against the snapshot it was built from (blue itself moves on)
         source_dir = catchup.verify_source_dir(lay) if state.online and catchup.prev_path(lay).exists() \
             else lay.data_dir
+        saver = _progress_saver(store, state, progress, "verify")
         report = verify_green(source_dir, lay.green_dir, target_version=state.target_version, sample=sample,
-                              genesis_unit=genesis_unit or state.genesis_unit,
-                              progress=_progress_saver(store, state, progress, "verify"), jobs=jobs)
+                              genesis_unit=genesis_unit or state.genesis_unit, progress=saver, jobs=jobs)
         checks = list(report.checks)
         checks.append(VerifyCheck(
             # online stage: blue is expected to move on; catch-up and promote bring green up to it
@@ -948,6 +963,11 @@ def verify(data_dir: Path | None = None, staging_dir: Path | None = None, *, sam
         lay.reports_dir.mkdir(exist_ok=True)
         path = lay.reports_dir / f"verify-{report.finished_at:%Y%m%dT%H%M%S%f}.json"
         atomic_write_json(path, report.model_dump(mode="json"))
+        # Green is final once verified (promote refuses when it changed since): its row counts now are the ones
+        # it goes live with, so promote copies them into rollback's baseline instead of counting with the node
+        # stopped. A failed verify leaves none (promote refuses it anyway).
+        state.green_row_counts_verified = (greendiff.row_counts(lay.green_dir / lay.db_name, saver)
+                                           if report.passed else None)
         # Fingerprint after the checks: verify itself may add files to green (rocksdict writes OPTIONS).
         state.green_fingerprint_verified = fpmod.take(lay.green_dir)
         state.last_verify = VerifyRecord(report_path=path, passed=report.passed, finished_at=report.finished_at,
@@ -1024,11 +1044,28 @@ def _sync_other_files(lay: Layout, state: StagingState, blue_now: fpmod.Fingerpr
     return changed, removed
 
 
+class _Laps:
+    """Wall time of consecutive parts of a command: `lap(name)` ends the part called `name`."""
+
+    def __init__(self, start: float, first: str) -> None:
+        self.last = start
+        self.seconds: dict[str, float] = {}
+        self(first)
+
+    def __call__(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name] = round(now - self.last, 4)
+        self.last = now
+
+
 def promote(data_dir: Path | None = None, staging_dir: Path | None = None, *,
             progress: ProgressFn | None = None) -> PromoteResult:
     """Swap green in as the live data dir (blue kept in the staging area for rollback).
 
-    progress(step, done, total) for its long parts: other files, row counts, kv keys, ownership, swap."""
+    progress(step, done, total) for its parts: other files, (row counts: only when an older bluegreen verified
+    green), ownership, kv copy at promote, swap. Its work with the node stopped is O(files), never O(rows or keys):
+    the rollback baseline is the row counts verify took and a hard-linked copy of green's KV."""
+    entered = time.monotonic()
     with open_command("promote", data_dir, staging_dir) as ctx:
         lay, store, state, notes = ctx.lay, ctx.store, ctx.state, ctx.notes
         assert store is not None and state is not None
@@ -1080,20 +1117,33 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None, *,
         noderunning.ensure_stopped(lay.data_dir, lay.exclude)
         if stopped_at is None:
             stopped_at = time.monotonic()
+        lap = _Laps(entered, "checks" if caught_up is None else "checks and catch-up")
         owners = ownership.preflight_blue(lay.data_dir, lay.exclude)
         ownership.ensure_can_apply(lay.green_dir, owners)  # refuse before changing anything
         began = utcnow()  # the baselines below are the promote's work too (status counts them in PROMOTING)
         saver = _progress_saver(store, state, progress, "promote")  # the swap itself: not saved (no write then)
         copied, removed = _sync_other_files(lay, state, blue_now, saver)
-        # Baseline for rollback: what green holds at the moment it goes live.
-        state.green_row_counts_promoted = greendiff.row_counts(lay.green_dir / lay.db_name, saver)
-        state.green_kv_keys_promoted = greendiff.save_kv_keys(lay.green_dir / "rocksdb", lay.work_dir / "kv-probe",
-                                                              lay.work_dir / KV_KEYS_FILE, saver)
+        lap("other files")
+        # Baseline for rollback: what green holds at the moment it goes live. Green is exactly as verified (or
+        # as the catch-up above left it, counted by the catch-up's own check), so its counts are known already.
+        counts = state.green_row_counts_verified
+        if counts is None:  # verified by an older bluegreen, which did not keep them
+            counts = greendiff.row_counts(lay.green_dir / lay.db_name, saver)
+        state.green_row_counts_promoted = dict(counts)
+        lap("row counts")
         ownership.save(owners, lay.work_dir / ownership.RECORD_NAME)  # rollback checks the old blue against it
         ownership.apply(lay.green_dir, owners, progress=saver)  # green becomes the data dir: blue's owners
+        lap("ownership")
+        # After ownership (the copies' files carry green's final owners); complete and durable before the swap.
+        state.green_kv_frozen = greendiff.freeze_kv(lay.green_dir / KV_DIR_NAME, lay.work_dir, saver)
+        state.green_kv_keys_promoted = None
+        (lay.work_dir / greendiff.LEGACY_KV_KEYS_FILE).unlink(missing_ok=True)  # an older bluegreen's baseline
+        lap("kv copy")
         state.green_fingerprint_promoted = fpmod.take(lay.green_dir)
+        lap("fingerprint")
         # What rollback may swap back in: blue exactly as it is set aside (renames keep inodes and mtimes).
         state.blue_previous_record = setaside.record(lay.data_dir, utcnow(), lay.exclude)
+        lap("set-aside record")
         state.green_unique_changes = None  # green goes live: whatever it holds is the live data again
         store.transition(state, Phase.PROMOTING, f"swapping {lay.green_dir} into {lay.data_dir}",
                          work_started_at=began)
@@ -1104,9 +1154,10 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None, *,
         state.last_swap = SwapRecord(op="promote", mechanism=outcome.mechanism, at=utcnow())
         store.transition(state, Phase.PROMOTED, f"swap by {outcome.mechanism}")
         swapmod.finish(lay.swap_journal)
+        lap("swap")
         downtime = round(time.monotonic() - stopped_at, 3)
         return res(phase=state.phase, mechanism=outcome.mechanism, copied_files=copied, removed_files=removed,
-                   catch_up=caught_up, downtime_seconds=downtime,
+                   catch_up=caught_up, downtime_seconds=downtime, timings=lap.seconds,
                    message=f"promoted: {lay.data_dir} now holds the version-{state.target_version} data "
                            f"(swap by {outcome.mechanism}); the old data is kept in {lay.previous_dir}"
                            + (f"; caught up {caught_up.joints_rebuilt} joints with the node stopped"
@@ -1139,7 +1190,8 @@ def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, f
              progress: ProgressFn | None = None) -> RollbackResult:
     """Swap the old blue back in; refuses (unless `force`) when the node wrote to green since promote.
 
-    progress(step, done, total) for its long parts: row counts, kv keys (only when green changed), ownership,
+    progress(step, done, total) for its long parts: row counts (only when green's SQLite changed since promote),
+    kv keys (only when its KV files changed: a merge of the KV copy made at promote with the KV now), ownership,
     swap."""
     with open_command("rollback", data_dir, staging_dir) as ctx:  # refuses unless blue-previous/ is intact
         lay, store, state, notes = ctx.lay, ctx.store, ctx.state, ctx.notes
@@ -1152,9 +1204,11 @@ def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, f
         noderunning.ensure_stopped(lay.data_dir, lay.exclude)
         began = utcnow()  # the comparison below is the rollback's work too (status counts it in ROLLING_BACK)
         saver = _progress_saver(store, state, progress, "rollback")  # the swap itself: not saved (no write then)
+        frozen = state.green_kv_frozen
         changes = greendiff.compare(state.green_fingerprint_promoted or fpmod.Fingerprint(),
-                                    state.green_row_counts_promoted, lay.work_dir / KV_KEYS_FILE,
-                                    lay.data_dir, lay.db_name, lay.work_dir / "kv-probe", saver)
+                                    state.green_row_counts_promoted, frozen.path if frozen else None,
+                                    lay.data_dir, lay.db_name, lay.work_dir / "kv-probe", saver,
+                                    legacy_keys=lay.work_dir / greendiff.LEGACY_KV_KEYS_FILE)
         if changes.changed and not force:
             raise DriftError(
                 "the node wrote to the upgraded data since promote; a rollback would lose:\n" + changes.describe(),
@@ -1174,6 +1228,8 @@ def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, f
         state.last_swap = SwapRecord(op="rollback", mechanism=outcome.mechanism, at=utcnow())
         store.transition(state, Phase.ROLLED_BACK, f"swap by {outcome.mechanism}")
         swapmod.finish(lay.swap_journal)
+        # Green is no longer live: its KV copy from promote is no baseline any more (a kill here: recovery ends it)
+        greendiff.discard_frozen_kv(lay.work_dir)
         warn = [f"{restored} path(s) of the old data had lost their owner/group/mode and were restored"] \
             if restored else []
         if changes.changed:

@@ -23,6 +23,7 @@ POINTS: tuple[str, ...] = (
     "catchup.before_commit",
     "catchup.before_install",
     "catchup.mid_install",
+    "promote.mid_kv_copy",
     "promote.before_swap",
     "promote.swap.after_journal",
     "promote.swap.after_exchange",

@@ -169,6 +169,9 @@ class Recovery(str, Enum):
     DISCARD_SNAPSHOT = "discard the partial snapshot (-> FAILED; stage starts it again)"
     RESUME_MIGRATION = "nothing now: the next stage resumes the migration from the engine's journal"
     FINISH_OR_UNDO_SWAP = "finish or undo the swap, as its journal says (nothing moved: undo)"
+    # Green is not live in these phases, so the KV copy promote makes (rollback's baseline) serves nothing: an
+    # unfinished one (promote killed while making it) or an earlier promote's (rolled back) is removed.
+    DISCARD_KV_COPY = "discard the KV copy of an interrupted or rolled-back promote (promote makes it again)"
     FINISH_ABORT = "finish removing the staging area"
     FINISH_CLEANUP = "finish removing the old data and the staging area (final)"
 
@@ -293,8 +296,8 @@ _PHASES: dict[Phase, tuple[tuple[Requirement, ...], Recovery, str]] = {
     P.SNAPSHOTTING: ((), Recovery.DISCARD_SNAPSHOT, "upgrade stage (restarts the interrupted snapshot)"),
     P.SNAPSHOTTED: (_COPIED, Recovery.NONE, "upgrade stage (runs the migration on the copy)"),
     P.MIGRATING: (_COPIED, Recovery.RESUME_MIGRATION, "upgrade stage (resumes the migration where its journal says)"),
-    P.MIGRATED: (_STAGED, Recovery.NONE, "upgrade verify"),
-    P.VERIFIED: (_STAGED, Recovery.NONE, "stop the node, then upgrade promote"),
+    P.MIGRATED: (_STAGED, Recovery.DISCARD_KV_COPY, "upgrade verify"),
+    P.VERIFIED: (_STAGED, Recovery.DISCARD_KV_COPY, "stop the node, then upgrade promote"),
     P.PROMOTING: ((), Recovery.FINISH_OR_UNDO_SWAP,
                   "any upgrade command (finishes or undoes the interrupted promote)"),
     P.PROMOTED: (_SET_ASIDE, Recovery.NONE,
@@ -302,7 +305,7 @@ _PHASES: dict[Phase, tuple[tuple[Requirement, ...], Recovery, str]] = {
                  "once satisfied, upgrade cleanup removes the old data (final)"),
     P.ROLLING_BACK: ((), Recovery.FINISH_OR_UNDO_SWAP,
                      "any upgrade command (finishes or undoes the interrupted rollback)"),
-    P.ROLLED_BACK: (_STAGED, Recovery.NONE,
+    P.ROLLED_BACK: (_STAGED, Recovery.DISCARD_KV_COPY,
                     "start the node on the old data; upgrade promote re-applies the staged upgrade"),
     P.ABORTED: ((), Recovery.FINISH_ABORT, "upgrade stage"),
     P.FAILED: ((), Recovery.NONE, "upgrade stage (starts again from a fresh snapshot)"),

@@ -64,6 +64,9 @@ class PromoteResult(CommandResult):
     catch_up: CatchUpStats | None = None
     # from the moment promote found the node stopped to the end of the swap
     downtime_seconds: float | None = None
+    # wall seconds of each part of promote, in order (checks, other files, row counts, ownership, kv copy,
+    # fingerprint, set-aside record, swap): where the downtime goes
+    timings: dict[str, float] = Field(default_factory=dict)
 
 
 class OnlineLag(BaseModel):

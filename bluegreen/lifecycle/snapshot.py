@@ -339,11 +339,14 @@ def copy_tree_files(src_root: Path, dst_root: Path, rels: list[str], link_sst: b
                     progress: Progress | None = None) -> tuple[int, int, int, int]:
     """Copy (or hard-link .sst) each relative path; returns (copied, bytes copied, linked, bytes linked)."""
     copied = bcopied = linked = blinked = 0
+    made: set[Path] = set()  # parents known to exist: one check per dir, not per file (20k+ .sst in one dir)
     for i, rel in enumerate(rels):
         s, d = src_root / rel, dst_root / rel
-        if not d.parent.exists():
-            d.parent.mkdir(parents=True)
-            shutil.copystat(s.parent, d.parent)
+        if d.parent not in made:
+            if not d.parent.exists():
+                d.parent.mkdir(parents=True)
+                shutil.copystat(s.parent, d.parent)
+            made.add(d.parent)
         if link_sst and rel.endswith(".sst") and rel.startswith("rocksdb/"):
             try:
                 os.link(s, d)

@@ -21,7 +21,7 @@ from bluegreen.errors import BadInputError, PreflightError
 from bluegreen.engine.catchup import CatchUpStats
 from bluegreen.lifecycle import logfile
 from bluegreen.lifecycle.fingerprint import Fingerprint
-from bluegreen.lifecycle.greendiff import GreenChanges
+from bluegreen.lifecycle.greendiff import FrozenKv, GreenChanges
 from bluegreen.lifecycle.setaside import SetAsideRecord
 from bluegreen.version import tool_version
 
@@ -175,8 +175,13 @@ class StagingState(BaseModel):
     blue_fingerprint: Fingerprint | None = None
     green_fingerprint_verified: Fingerprint | None = None
     green_fingerprint_promoted: Fingerprint | None = None
+    # Green's row counts when it was last verified (or caught up with its verify carried on): green does not
+    # change after verify, so promote takes its rollback baseline from here instead of counting again.
+    green_row_counts_verified: dict[str, int] | None = None
     green_row_counts_promoted: dict[str, int] = Field(default_factory=dict)
-    green_kv_keys_promoted: int | None = None
+    green_kv_keys_promoted: int | None = None  # older bluegreens: keys listed at promote (now: green_kv_frozen)
+    # Green's KV as it went live (hard-linked .sst): rollback's KV baseline. None: promoted by an older bluegreen.
+    green_kv_frozen: FrozenKv | None = None
     # What promote set aside as blue-previous/ (rollback refuses when blue-previous/ no longer matches it).
     blue_previous_record: SetAsideRecord | None = None
     # What the node wrote to green after promote and a forced rollback set aside in green/: data that
