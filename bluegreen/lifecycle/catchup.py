@@ -21,12 +21,12 @@ from pydantic import BaseModel
 from bluegreen import signals
 from bluegreen.durable import atomic_write_json, fsync_dir, fsync_file
 from bluegreen.engine.catchup import CatchUpStats, catch_up_copy
-from bluegreen.errors import PreflightError, VerificationFailed
+from bluegreen.errors import OutOfSpaceError, PreflightError, VerificationFailed
 from bluegreen.lifecycle import fingerprint as fpmod
-from bluegreen.lifecycle import ownership, snapshot
+from bluegreen.lifecycle import ownership, snapshot, storage_errors
 from bluegreen.lifecycle.killpoints import killpoint
 from bluegreen.lifecycle.layout import Layout
-from bluegreen.lifecycle.state import OnlinePosition, Phase, StagingState, StateStore
+from bluegreen.lifecycle.state import OnlinePosition, Phase, SpaceEstimate, StagingState, StateStore
 from bluegreen.lifecycle.results import CatchUpResult, OnlineLag
 
 Progress = Callable[[str, int, int], None]
@@ -136,6 +136,51 @@ def _install(lay: Layout, store: StateStore, state: StagingState, journal: Catch
     fsync_dir(lay.work_dir)
 
 
+SPACE_METHOD = ("copy = 2 x blue's SQLite file + -wal (the fresh snapshot and green's copy of it) + every non-.sst "
+                "file of green's rocksdb/ (.sst files are hard-linked, 0 bytes); KV = "
+                f"{snapshot.KV_BYTES_PER_SQLITE_BYTE} x the SQLite growth since the last snapshot (the keys of the new "
+                "units); margin = 10% + 16 MiB (the WAL of the steps, RocksDB flushes and compactions)")
+
+
+def estimate_space(lay: Layout) -> SpaceEstimate:
+    """How many bytes a catch-up builds in `work/catchup/` (see SPACE_METHOD), and how many are free.
+
+    Green's old files stay until the install renames the new ones in, so the build is all extra space."""
+    blue_sql = sum((lay.data_dir / n).stat().st_size for n in (lay.db_name, lay.db_name + "-wal")
+                   if (lay.data_dir / n).exists())
+    kv_copy = linked = 0
+    for rel in fpmod.walk_files(lay.green_dir):
+        if rel.startswith("rocksdb/"):
+            size = (lay.green_dir / rel).stat().st_size
+            if rel.endswith(".sst"):
+                linked += size
+            else:
+                kv_copy += size
+    prev = prev_path(lay)
+    grown = max(0, blue_sql - (prev.stat().st_size if prev.exists() else 0))
+    copy = 2 * blue_sql + kv_copy
+    kv = int(grown * snapshot.KV_BYTES_PER_SQLITE_BYTE)
+    margin = (copy + kv) // 10 + 16 * snapshot.MiB
+    st = os.statvfs(lay.work_dir if lay.work_dir.exists() else lay.staging_dir)
+    return SpaceEstimate(copy_bytes=copy, linked_bytes=linked, kv_estimate_bytes=kv, margin_bytes=margin,
+                         needed_bytes=copy + kv + margin, free_bytes=st.f_bavail * st.f_frsize)
+
+
+def _short_of_space(lay: Layout, est: SpaceEstimate, what: str) -> OutOfSpaceError:
+    return OutOfSpaceError(
+        f"{what} for a catch-up in {_dir(lay)}: it {snapshot.describe_space(est)}. Green and blue are unchanged",
+        f"free at least {max(est.needed_bytes - est.free_bytes, 0) / snapshot.MiB:.1f} MiB on the filesystem of "
+        f"{lay.staging_dir}, then run `upgrade catch-up` (or `upgrade promote`) again")
+
+
+def check_space(lay: Layout) -> SpaceEstimate:
+    """Raise OutOfSpaceError, before anything is written, when a catch-up would not fit."""
+    est = estimate_space(lay)
+    if est.needed_bytes > est.free_bytes:
+        raise _short_of_space(lay, est, "not enough space on the staging filesystem")
+    return est
+
+
 def _row_counts(db: Path) -> dict[str, int]:
     conn = snapshot.open_readonly_quiet(db)
     try:
@@ -179,6 +224,19 @@ def catch_up_green(lay: Layout, store: StateStore, state: StagingState,
     cu = _dir(lay)
     if cu.exists():
         shutil.rmtree(cu)
+    check_space(lay)
+    try:
+        return _build_and_install(lay, store, state, keep_verified, progress)
+    except Exception as exc:
+        if not storage_errors.is_out_of_space(exc) or (cu / "journal.json").exists():
+            raise  # after the journal the build is complete: recovery installs it
+        shutil.rmtree(cu, ignore_errors=True)  # a half build is useless; free its space now
+        raise _short_of_space(lay, estimate_space(lay), f"the staging filesystem filled up ({exc})") from exc
+
+
+def _build_and_install(lay: Layout, store: StateStore, state: StagingState, keep_verified: bool,
+                       progress: Progress | None) -> CatchUpStats:
+    cu = _dir(lay)
     cu.mkdir(parents=True)
     started = time.time()
     t0 = time.monotonic()
@@ -195,6 +253,7 @@ def catch_up_green(lay: Layout, store: StateStore, state: StagingState,
     snapshot.copy_tree_files(lay.green_dir, cu / "kvcopy", kv_rels, True)
     os.rename(cu / "kvcopy" / "rocksdb", cu / "rocksdb.new")
     old = state.online_position
+    assert old is not None  # catch_up_green checked it
     stats = CatchUpStats(started_at_unix=started, from_units_rowid=old.max_units_rowid,
                          to_units_rowid=position.max_units_rowid, units_before=old.units, units_after=position.units,
                          snapshot_seconds=round(snap_seconds, 3))
