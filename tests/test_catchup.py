@@ -161,6 +161,12 @@ def test_catch_up_under_a_writer_then_promote_equals_a_fresh_migration(tmp_path:
     p = command.promote(node)
     assert p.catch_up is not None and p.catch_up.joints_rebuilt >= 200
     assert p.downtime_seconds is not None and p.downtime_seconds > 0 and "downtime" in p.message
+    # the downtime's parts add up to it; the catch-up's own parts to the catch-up
+    assert list(p.downtime_parts)[0] == "catch_up" and "swap" in p.downtime_parts
+    assert abs(sum(p.downtime_parts.values()) - p.downtime_seconds) < 0.05, p.downtime_parts
+    tm = p.catch_up.timings
+    assert tm.snapshot > 0 and tm.diff > 0 and tm.joints > 0 and tm.install > 0
+    assert sum(tm.model_dump().values()) <= p.catch_up.seconds + 0.05
     state = StateStore(staging).load()
     assert state is not None and state.phase == Phase.PROMOTED and len(state.catch_ups) == 4
     final_blue = staging / "blue-previous" / "byteball.sqlite"
@@ -228,6 +234,7 @@ def test_cli_catch_up_json_and_refusals(tmp_path: Path) -> None:
     rc, doc = cli_json("catch-up", "--data-dir", str(node))
     assert rc == 0 and not doc["noop"] and doc["stats"]["joints_rebuilt"] >= 15, doc
     assert doc["stats"]["units_after"] == doc["stats"]["units_before"] + 15
+    assert set(doc["stats"]["timings"]) >= {"snapshot", "diff", "sql_steps", "joints", "feeds", "install"}
     # an offline stage has nothing to catch up from
     g2 = generate_node_dir(tmp_path / "off", units=100, version=28, seed=32)
     command.stage(g2.out, target_version=31)

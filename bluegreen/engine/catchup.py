@@ -9,7 +9,8 @@ why). Every rebuilt joint is re-hashed, as in the full migration."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import apsw
@@ -42,6 +43,34 @@ JOINT_TABLES: dict[str, str] = {
 DEFINITIONS_TABLE = "definitions"
 
 
+class CatchUpTimings(BaseModel):
+    """Wall-clock seconds of each part of one catch-up (docs/catch-up.md "Cost"). `install` is known only after
+    the journal was written: it is in the printed stats, not in the journal's or state.json's copy."""
+
+    snapshot: float = 0.0  # fresh online backup of blue's SQLite + its fsync
+    copy_sqlite: float = 0.0  # green.sqlite from the fresh snapshot
+    copy_kv: float = 0.0  # green's rocksdb/ (.sst hard-linked, the rest copied)
+    diff: float = 0.0  # the two raw snapshots compared, dependencies, feed pairs
+    sql_steps: float = 0.0  # the SQL steps below 31 on the fresh snapshot
+    joints: float = 0.0  # j keys deleted, rebuilt, re-hashed, written
+    feeds: float = 0.0  # df/dfv keys of the changed pairs
+    steps_above_31: float = 0.0  # steps 32..N (SQL and KV parts)
+    commit: float = 0.0  # KV flush + close, SQLite commit + checkpoint
+    row_counts: float = 0.0  # green's change per table vs blue's
+    fsync: float = 0.0  # every file and dir of the build
+    install: float = 0.0  # renames into green/, state saved
+
+
+@contextmanager
+def timed(timings: CatchUpTimings, part: str) -> Iterator[None]:
+    """Add the wall time of the block to `timings.<part>`."""
+    t0 = time.monotonic()
+    try:
+        yield
+    finally:
+        setattr(timings, part, round(getattr(timings, part) + time.monotonic() - t0, 3))
+
+
 class CatchUpStats(BaseModel):
     """What one catch-up changed in green (persisted in state.json `catch_ups`, printed by catch-up/promote)."""
 
@@ -65,6 +94,7 @@ class CatchUpStats(BaseModel):
     row_counts_checked: int = 0
     snapshot_seconds: float = 0.0
     seconds: float = 0.0
+    timings: CatchUpTimings = Field(default_factory=CatchUpTimings)
 
 
 def _tables(conn: apsw.Connection, schema: str) -> dict[str, list[str]]:
@@ -159,16 +189,19 @@ def catch_up_copy(prev_db: Path, new_db: Path, kv_dir: Path, *, source_version: 
             raise PreflightError(f"blue is at schema version {uv} now, the staged source was {source_version} (the "
                                  "node was upgraded meanwhile?): green cannot be caught up",
                                  "stage again: `upgrade stage`")
-        conn.execute("ATTACH ? AS old", (str(prev_db),))
-        try:
-            diff_units(conn, stats)  # before the steps: the two snapshots are raw, at the same version
-            newline = _collect_feed_pairs(conn)
-        finally:
-            conn.execute("DETACH old")
+        tm = stats.timings
+        with timed(tm, "diff"):
+            conn.execute("ATTACH ? AS old", (str(prev_db),))
+            try:
+                diff_units(conn, stats)  # before the steps: the two snapshots are raw, at the same version
+                newline = _collect_feed_pairs(conn)
+            finally:
+                conn.execute("DETACH old")
         conn.execute("BEGIN IMMEDIATE")
         committed = False
         try:
-            apply_schema_steps(conn, source_version, light=light)
+            with timed(tm, "sql_steps"):
+                apply_schema_steps(conn, source_version, light=light)
             network = network_of(conn, genesis_unit)
             new_mrm = read_min_retrievable_mci(conn)
             stats.min_retrievable_mci_before, stats.min_retrievable_mci_after = old_min_retrievable_mci, new_mrm
@@ -181,18 +214,23 @@ def catch_up_copy(prev_db: Path, new_db: Path, kv_dir: Path, *, source_version: 
             ctx = ReadContext(network=network, min_retrievable_mci=new_mrm, light=light)
             kv = KvBuilder(kv_dir)
             try:
-                _rewrite_joints(conn, kv, ctx, stats, unit_chunk, progress, check=not light)
-                _rewrite_feeds(conn, kv, newline, stats)
+                with timed(tm, "joints"):
+                    _rewrite_joints(conn, kv, ctx, stats, unit_chunk, progress, check=not light)
+                with timed(tm, "feeds"):
+                    _rewrite_feeds(conn, kv, newline, stats)
                 if target_version > KV_FILL_STEP:
-                    sizes = storage_sizes(kv)
-                    apply_schema_steps(conn, KV_FILL_STEP, light=light, target=target_version,
-                                       network=network.name, kv=kv)
-                    _set_storage_sizes(conn, sizes)
+                    with timed(tm, "steps_above_31"):
+                        sizes = storage_sizes(kv)
+                        apply_schema_steps(conn, KV_FILL_STEP, light=light, target=target_version,
+                                           network=network.name, kv=kv)
+                        _set_storage_sizes(conn, sizes)
             finally:
-                kv.close()
+                with timed(tm, "commit"):
+                    kv.close()
             killpoint("catchup.before_commit")
-            conn.execute(f"PRAGMA user_version={target_version}")
-            conn.execute("COMMIT")
+            with timed(tm, "commit"):
+                conn.execute(f"PRAGMA user_version={target_version}")
+                conn.execute("COMMIT")
             committed = True
         finally:
             if not committed:
@@ -201,7 +239,8 @@ def catch_up_copy(prev_db: Path, new_db: Path, kv_dir: Path, *, source_version: 
                 except apsw.Error:
                     pass
         stats.units_after = int(conn.execute("SELECT COUNT(*) FROM units").fetchone()[0])
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with timed(tm, "commit"):
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
     stats.seconds = round(time.monotonic() - started, 3)

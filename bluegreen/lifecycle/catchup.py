@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from bluegreen import signals
 from bluegreen.durable import atomic_write_json, fsync_dir, fsync_file
-from bluegreen.engine.catchup import CatchUpStats, catch_up_copy
+from bluegreen.engine.catchup import CatchUpStats, CatchUpTimings, catch_up_copy, timed
 from bluegreen.errors import OutOfSpaceError, PreflightError, VerificationFailed
 from bluegreen.lifecycle import fingerprint as fpmod
 from bluegreen.lifecycle import ownership, snapshot, storage_errors
@@ -240,43 +240,50 @@ def _build_and_install(lay: Layout, store: StateStore, state: StagingState, keep
     cu.mkdir(parents=True)
     started = time.time()
     t0 = time.monotonic()
+    tm = CatchUpTimings()
     fp_holder: list[fpmod.Fingerprint] = []
-    _, position = snapshot.backup_sqlite_online(
-        lay.data_dir / lay.db_name, cu / "source-new.sqlite", progress,
-        before_snapshot=lambda: fp_holder.append(fpmod.take(lay.data_dir, lay.exclude)))
-    fsync_file(cu / "source-new.sqlite")
-    snap_seconds = time.monotonic() - t0
+    with timed(tm, "snapshot"):
+        _, position = snapshot.backup_sqlite_online(
+            lay.data_dir / lay.db_name, cu / "source-new.sqlite", progress,
+            before_snapshot=lambda: fp_holder.append(fpmod.take(lay.data_dir, lay.exclude)))
+        fsync_file(cu / "source-new.sqlite")
     killpoint("catchup.after_snapshot")
-    shutil.copyfile(cu / "source-new.sqlite", cu / "green.sqlite")
-    shutil.copymode(lay.green_dir / lay.db_name, cu / "green.sqlite")
-    kv_rels = [r for r in fpmod.walk_files(lay.green_dir) if r.startswith("rocksdb/")]
-    snapshot.copy_tree_files(lay.green_dir, cu / "kvcopy", kv_rels, True)
-    os.rename(cu / "kvcopy" / "rocksdb", cu / "rocksdb.new")
+    with timed(tm, "copy_sqlite"):
+        shutil.copyfile(cu / "source-new.sqlite", cu / "green.sqlite")
+        shutil.copymode(lay.green_dir / lay.db_name, cu / "green.sqlite")
+    with timed(tm, "copy_kv"):
+        kv_rels = [r for r in fpmod.walk_files(lay.green_dir) if r.startswith("rocksdb/")]
+        snapshot.copy_tree_files(lay.green_dir, cu / "kvcopy", kv_rels, True)
+        os.rename(cu / "kvcopy" / "rocksdb", cu / "rocksdb.new")
     old = state.online_position
     assert old is not None  # catch_up_green checked it
     stats = CatchUpStats(started_at_unix=started, from_units_rowid=old.max_units_rowid,
                          to_units_rowid=position.max_units_rowid, units_before=old.units, units_after=position.units,
-                         snapshot_seconds=round(snap_seconds, 3))
+                         snapshot_seconds=tm.snapshot, timings=tm)
     old_mrm = (state.catch_ups[-1].min_retrievable_mci_after if state.catch_ups
                else int((state.migration_report or {}).get("min_retrievable_mci") or 0))
     catch_up_copy(prev_path(lay), cu / "green.sqlite", cu / "rocksdb.new", source_version=state.source_version or 0,
                   target_version=state.target_version, light=state.light, genesis_unit=state.genesis_unit,
                   old_min_retrievable_mci=old_mrm, stats=stats, progress=progress)
-    stats.row_counts_checked = _check_counts(prev_path(lay), cu / "source-new.sqlite", lay.green_dir / lay.db_name,
-                                             cu / "green.sqlite")
+    with timed(tm, "row_counts"):
+        stats.row_counts_checked = _check_counts(prev_path(lay), cu / "source-new.sqlite",
+                                                 lay.green_dir / lay.db_name, cu / "green.sqlite")
     leftover = [p.name for p in cu.glob("green.sqlite-*")]
     if leftover:  # the build's connection is closed: everything must be in the main file, which alone moves
         raise PreflightError(f"the caught-up SQLite file left {', '.join(leftover)} after closing",
                              "run `upgrade catch-up` again")
-    for dirpath, _dirs, _files in os.walk(cu):
-        fsync_dir(dirpath)
+    with timed(tm, "fsync"):
+        for dirpath, _dirs, _files in os.walk(cu):
+            fsync_dir(dirpath)
     stats.seconds = round(time.monotonic() - t0, 3)
     journal = CatchUpJournal(position=position, blue_fingerprint=fp_holder[0], keep_verified=keep_verified,
                              stats=stats)
     with signals.deferred():
         atomic_write_json(cu / "journal.json", journal.model_dump(mode="json"))
     killpoint("catchup.before_install")
-    _install(lay, store, state, journal)
+    with timed(tm, "install"):
+        _install(lay, store, state, journal)
+    stats.seconds = round(time.monotonic() - t0, 3)  # the printed stats include the install (the journal's cannot)
     return stats
 
 

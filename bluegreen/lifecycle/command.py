@@ -1052,11 +1052,20 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None, *,
         drift = fpmod.diff_db(state.blue_fingerprint, blue_now) if state.blue_fingerprint else []
         caught_up = None
         stopped_at = None
+        parts: dict[str, float] = {}  # the downtime, part by part (seconds)
+        mark = [0.0]
+
+        def lap(part: str) -> None:
+            now = time.monotonic()
+            parts[part] = round(parts.get(part, 0.0) + now - mark[0], 3)
+            mark[0] = now
+
         if drift and state.online and catchup.prev_path(lay).exists():
             # online stage: with the node stopped, a last catch-up makes green blue's final state
             noderunning.ensure_stopped(lay.data_dir, lay.exclude)
-            stopped_at = time.monotonic()  # downtime: from here to the end of the swap
+            stopped_at = mark[0] = time.monotonic()  # downtime: from here to the end of the swap
             caught_up = catchup.catch_up_green(lay, store, state, _progress_saver(store, state, progress, "promote"))
+            lap("catch_up")
             blue_now = fpmod.take(lay.data_dir, lay.exclude)
             drift = fpmod.diff_db(state.blue_fingerprint, blue_now) if state.blue_fingerprint else []
             green_now = fpmod.take(lay.green_dir)
@@ -1078,21 +1087,26 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None, *,
                              "stop the node and re-stage: `upgrade stage`, `upgrade verify`, then promote")
         noderunning.ensure_stopped(lay.data_dir, lay.exclude)
         if stopped_at is None:
-            stopped_at = time.monotonic()
+            stopped_at = mark[0] = time.monotonic()
+        lap("checks")  # fingerprints of blue and green after the catch-up, the node-stopped check
         owners = ownership.preflight_blue(lay.data_dir, lay.exclude)
         ownership.ensure_can_apply(lay.green_dir, owners)  # refuse before changing anything
         began = utcnow()  # the baselines below are the promote's work too (status counts them in PROMOTING)
         saver = _progress_saver(store, state, progress, "promote")  # the swap itself: not saved (no write then)
         copied, removed = _sync_other_files(lay, state, blue_now, saver)
+        lap("other_files")
         # Baseline for rollback: what green holds at the moment it goes live.
         state.green_row_counts_promoted = greendiff.row_counts(lay.green_dir / lay.db_name, saver)
+        lap("row_counts_baseline")
         state.green_kv_keys_promoted = greendiff.save_kv_keys(lay.green_dir / "rocksdb", lay.work_dir / "kv-probe",
                                                               lay.work_dir / KV_KEYS_FILE, saver)
+        lap("kv_keys_baseline")
         ownership.save(owners, lay.work_dir / ownership.RECORD_NAME)  # rollback checks the old blue against it
         ownership.apply(lay.green_dir, owners, progress=saver)  # green becomes the data dir: blue's owners
         state.green_fingerprint_promoted = fpmod.take(lay.green_dir)
         # What rollback may swap back in: blue exactly as it is set aside (renames keep inodes and mtimes).
         state.blue_previous_record = setaside.record(lay.data_dir, utcnow(), lay.exclude)
+        lap("ownership_and_records")
         state.green_unique_changes = None  # green goes live: whatever it holds is the live data again
         store.transition(state, Phase.PROMOTING, f"swapping {lay.green_dir} into {lay.data_dir}",
                          work_started_at=began)
@@ -1103,13 +1117,16 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None, *,
         state.last_swap = SwapRecord(op="promote", mechanism=outcome.mechanism, at=utcnow())
         store.transition(state, Phase.PROMOTED, f"swap by {outcome.mechanism}")
         swapmod.finish(lay.swap_journal)
+        lap("swap")
         downtime = round(time.monotonic() - stopped_at, 3)
         return res(phase=state.phase, mechanism=outcome.mechanism, copied_files=copied, removed_files=removed,
-                   catch_up=caught_up, downtime_seconds=downtime,
+                   catch_up=caught_up, downtime_seconds=downtime, downtime_parts=parts,
                    message=f"promoted: {lay.data_dir} now holds the version-{state.target_version} data "
                            f"(swap by {outcome.mechanism}); the old data is kept in {lay.previous_dir}"
                            + (f"; caught up {caught_up.joints_rebuilt} joints with the node stopped"
-                              if caught_up else "") + f"; downtime {downtime:.2f}s",
+                              if caught_up else "") + f"; downtime {downtime:.2f}s ("
+                           + ", ".join(f"{k.replace('_', ' ')} {v:.2f}s" for k, v in
+                                       sorted(parts.items(), key=lambda kv: -kv[1])[:3]) + ")",
                    next_step=NEXT_STEP[state.phase])
 
 

@@ -64,6 +64,9 @@ class PromoteResult(CommandResult):
     catch_up: CatchUpStats | None = None
     # from the moment promote found the node stopped to the end of the swap
     downtime_seconds: float | None = None
+    # the downtime part by part, in order: catch_up (its own parts in catch_up.timings), checks, other_files,
+    # row_counts_baseline and kv_keys_baseline (what rollback compares against), ownership_and_records, swap
+    downtime_parts: dict[str, float] = Field(default_factory=dict)
 
 
 class OnlineLag(BaseModel):
