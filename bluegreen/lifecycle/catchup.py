@@ -203,8 +203,10 @@ def _check_counts(prev: Path, source_new: Path, green_old: Path, green_new: Path
 
 
 def catch_up_green(lay: Layout, store: StateStore, state: StagingState,
-                   progress: Progress | None = None) -> CatchUpStats | None:
-    """One catch-up (the caller holds the staging lock and ran recovery). None when blue has not moved."""
+                   progress: Progress | None = None, *, node_stopped: bool = False) -> CatchUpStats | None:
+    """One catch-up (the caller holds the staging lock and ran recovery). None when blue has not moved.
+
+    `node_stopped`: promote's last catch-up (the node is checked stopped): the snapshot is not throttled."""
     if not state.online or state.online_position is None:
         raise PreflightError("green was not staged online (`stage --online`): there is nothing to catch up from",
                              "stop the node and stage again: `upgrade stage`")
@@ -226,7 +228,7 @@ def catch_up_green(lay: Layout, store: StateStore, state: StagingState,
         shutil.rmtree(cu)
     check_space(lay)
     try:
-        return _build_and_install(lay, store, state, keep_verified, progress)
+        return _build_and_install(lay, store, state, keep_verified, progress, node_stopped)
     except Exception as exc:
         if not storage_errors.is_out_of_space(exc) or (cu / "journal.json").exists():
             raise  # after the journal the build is complete: recovery installs it
@@ -235,7 +237,7 @@ def catch_up_green(lay: Layout, store: StateStore, state: StagingState,
 
 
 def _build_and_install(lay: Layout, store: StateStore, state: StagingState, keep_verified: bool,
-                       progress: Progress | None) -> CatchUpStats:
+                       progress: Progress | None, node_stopped: bool) -> CatchUpStats:
     cu = _dir(lay)
     cu.mkdir(parents=True)
     started = time.time()
@@ -245,7 +247,7 @@ def _build_and_install(lay: Layout, store: StateStore, state: StagingState, keep
     with timed(tm, "snapshot"):
         _, position = snapshot.backup_sqlite_online(
             lay.data_dir / lay.db_name, cu / "source-new.sqlite", progress,
-            before_snapshot=lambda: fp_holder.append(fpmod.take(lay.data_dir, lay.exclude)))
+            before_snapshot=lambda: fp_holder.append(fpmod.take(lay.data_dir, lay.exclude)), node_stopped=node_stopped)
         fsync_file(cu / "source-new.sqlite")
     killpoint("catchup.after_snapshot")
     with timed(tm, "copy_sqlite"):

@@ -1064,7 +1064,8 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None, *,
             # online stage: with the node stopped, a last catch-up makes green blue's final state
             noderunning.ensure_stopped(lay.data_dir, lay.exclude)
             stopped_at = mark[0] = time.monotonic()  # downtime: from here to the end of the swap
-            caught_up = catchup.catch_up_green(lay, store, state, _progress_saver(store, state, progress, "promote"))
+            caught_up = catchup.catch_up_green(lay, store, state, _progress_saver(store, state, progress, "promote"),
+                                               node_stopped=True)
             lap("catch_up")
             blue_now = fpmod.take(lay.data_dir, lay.exclude)
             drift = fpmod.diff_db(state.blue_fingerprint, blue_now) if state.blue_fingerprint else []

@@ -210,7 +210,8 @@ def _retry_busy(fn: Callable[[], object], counter: list[int]) -> object:
 
 
 def backup_sqlite_online(db_path: Path, dst_path: Path, progress: Progress | None = None,
-                         before_snapshot: Callable[[], None] | None = None) -> tuple[int, OnlinePosition]:
+                         before_snapshot: Callable[[], None] | None = None, *,
+                         node_stopped: bool = False) -> tuple[int, OnlinePosition]:
     """A consistent copy of a database a running node writes to, never blocking its writers for long.
 
     WAL mode (what ocore uses): one read transaction is held on the source for the whole copy, and the
@@ -225,7 +226,10 @@ def backup_sqlite_online(db_path: Path, dst_path: Path, progress: Progress | Non
     `before_snapshot` runs just before the snapshot's read transaction begins (after the -wal/-shm our
     open may create exist): stage takes blue's fingerprint there, so every commit of the node after it is
     drift (one landing between the fingerprint and the snapshot is in green and still counts as drift:
-    promote refuses, which is the safe side)."""
+    promote refuses, which is the safe side).
+
+    `node_stopped` (promote's last catch-up, the node checked stopped): nobody waits for us, so the copy is
+    one step without pauses (the same read transaction and position; downtime is what counts then)."""
     header = fpmod.read_sqlite_header(db_path)
     if header is None:
         raise SourceDataError(f"{db_path} is not a SQLite database", "check the data dir")
@@ -271,14 +275,16 @@ def backup_sqlite_online(db_path: Path, dst_path: Path, progress: Progress | Non
                 rowid, count, lsm, dv = _retry_busy(begin, busy)  # type: ignore[misc]
                 try:
                     with dst.backup("main", src, "main") as b:
+                        per_step = BACKUP_PAGES_PER_STEP if node_stopped else ONLINE_PAGES_PER_STEP
                         while not b.done:
-                            _retry_busy(lambda: b.step(ONLINE_PAGES_PER_STEP), busy)
+                            _retry_busy(lambda: b.step(per_step), busy)
                             steps += 1
                             if progress:
                                 progress("snapshot sqlite", b.pagecount - b.remaining, b.pagecount)
                             if steps == 1:
                                 killpoint("snapshot.mid_copy")
-                            time.sleep(ONLINE_SLEEP_SECONDS)
+                            if not node_stopped:
+                                time.sleep(ONLINE_SLEEP_SECONDS)
                         pages = b.pagecount
                 finally:
                     src.execute("COMMIT")
