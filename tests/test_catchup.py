@@ -169,6 +169,7 @@ def test_catch_up_under_a_writer_then_promote_equals_a_fresh_migration(tmp_path:
     assert sum(tm.model_dump().values()) <= p.catch_up.seconds + 0.05
     state = StateStore(staging).load()
     assert state is not None and state.phase == Phase.PROMOTED and len(state.catch_ups) == 4
+    assert state.online_position is not None and state.online_position.method == "copy (node stopped)"
     final_blue = staging / "blue-previous" / "byteball.sqlite"
     for prev in (first_prev, c1_prev):
         cases = _hard_cases(prev, final_blue)
