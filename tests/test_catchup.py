@@ -162,11 +162,18 @@ def test_catch_up_under_a_writer_then_promote_equals_a_fresh_migration(tmp_path:
     p = command.promote(node, progress=lambda step, done, total: steps.add(step))
     assert p.catch_up is not None and p.catch_up.joints_rebuilt >= 200
     assert p.downtime_seconds is not None and p.downtime_seconds > 0 and "downtime" in p.message
+    # the downtime's parts add up to it; the catch-up's own parts to the catch-up
+    assert list(p.downtime_parts)[0] == "catch_up" and "swap" in p.downtime_parts
+    assert abs(sum(p.downtime_parts.values()) - p.downtime_seconds) < 0.05, p.downtime_parts
+    tm = p.catch_up.timings
+    assert tm.snapshot > 0 and tm.diff > 0 and tm.joints > 0 and tm.install > 0
+    assert sum(tm.model_dump().values()) <= p.catch_up.seconds + 0.05
     state = StateStore(staging).load()
     assert state is not None and state.phase == Phase.PROMOTED and len(state.catch_ups) == 4
     # rollback's baseline: the caught-up green's counts from the catch-up's own check, not counted again
     assert "row counts" not in steps
     assert state.green_row_counts_promoted == greendiff.row_counts(node / "byteball.sqlite")
+    assert state.online_position is not None and state.online_position.method == "copy (node stopped)"
     final_blue = staging / "blue-previous" / "byteball.sqlite"
     for prev in (first_prev, c1_prev):
         cases = _hard_cases(prev, final_blue)
@@ -175,6 +182,26 @@ def test_catch_up_under_a_writer_then_promote_equals_a_fresh_migration(tmp_path:
     assert sum(c.mci_window_units + c.changed_units for c in state.catch_ups) > 0
     oracle = _oracle(final_blue, tmp_path / "oracle", res.target_version or 31)
     assert_same_as_oracle(node, oracle)
+    # every catch-up compared only the rows on changed pages; on these real snapshots (a writer running, rows
+    # updated in place, units voided) that finds exactly the units a compare of every row finds
+    assert all(c.diff_method == "pages" and 0 < c.rows_compared for c in state.catch_ups), state.catch_ups
+    for old, new in ((first_prev, c1_prev), (c1_prev, c3_prev), (first_prev, c3_prev)):
+        assert _diff_units(old, new, pages=True) == _diff_units(old, new, pages=False)
+
+
+def _diff_units(old: Path, new: Path, *, pages: bool) -> set[str]:
+    """temp.cu_units after diff_units over two raw snapshots, by the page compare or by every row."""
+    from bluegreen.engine.catchup import CatchUpStats, diff_units
+
+    conn = apsw.Connection(f"file:{new}?mode=ro", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    try:
+        conn.execute("ATTACH ? AS old", (f"file:{old}?mode=ro",))
+        stats = CatchUpStats(started_at_unix=0, from_units_rowid=0, to_units_rowid=0, units_before=0, units_after=0)
+        diff_units(conn, stats, (old, new) if pages else None)
+        assert stats.diff_method == ("pages" if pages else "rows")
+        return {r[0] for r in conn.execute("SELECT unit FROM temp.cu_units")}
+    finally:
+        conn.close()
 
 
 def _cli(*args: str, kill_at: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -232,6 +259,7 @@ def test_cli_catch_up_json_and_refusals(tmp_path: Path) -> None:
     rc, doc = cli_json("catch-up", "--data-dir", str(node))
     assert rc == 0 and not doc["noop"] and doc["stats"]["joints_rebuilt"] >= 15, doc
     assert doc["stats"]["units_after"] == doc["stats"]["units_before"] + 15
+    assert set(doc["stats"]["timings"]) >= {"snapshot", "diff", "sql_steps", "joints", "feeds", "install"}
     # an offline stage has nothing to catch up from
     g2 = generate_node_dir(tmp_path / "off", units=100, version=28, seed=32)
     command.stage(g2.out, target_version=31)

@@ -9,7 +9,8 @@ why). Every rebuilt joint is re-hashed, as in the full migration."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import apsw
@@ -18,6 +19,7 @@ from pydantic import BaseModel, Field
 from bluegreen.engine.joints import JointError, ReadContext, build_joint, check_payload_hashes, check_unit_hash, \
     strip_for_kv
 from bluegreen.engine.kvwriter import KvBuilder
+from bluegreen.engine.pagediff import PageDiffUnavailable, changed_rowids
 from bluegreen.engine.sqlsource import _UNITS_SQL, UnitChunkReader, read_min_retrievable_mci
 from bluegreen.errors import MigrationError, PreflightError
 from bluegreen.formats.feeds import data_feed_entries
@@ -42,6 +44,34 @@ JOINT_TABLES: dict[str, str] = {
 DEFINITIONS_TABLE = "definitions"
 
 
+class CatchUpTimings(BaseModel):
+    """Wall-clock seconds of each part of one catch-up (docs/catch-up.md "Cost"). `install` is known only after
+    the journal was written: it is in the printed stats, not in the journal's or state.json's copy."""
+
+    snapshot: float = 0.0  # fresh online backup of blue's SQLite + its fsync
+    copy_sqlite: float = 0.0  # green.sqlite from the fresh snapshot
+    copy_kv: float = 0.0  # green's rocksdb/ (.sst hard-linked, the rest copied)
+    diff: float = 0.0  # the two raw snapshots compared, dependencies, feed pairs
+    sql_steps: float = 0.0  # the SQL steps below 31 on the fresh snapshot
+    joints: float = 0.0  # j keys deleted, rebuilt, re-hashed, written
+    feeds: float = 0.0  # df/dfv keys of the changed pairs
+    steps_above_31: float = 0.0  # steps 32..N (SQL and KV parts)
+    commit: float = 0.0  # KV flush + close, SQLite commit + checkpoint
+    row_counts: float = 0.0  # green's change per table vs blue's
+    fsync: float = 0.0  # every file and dir of the build
+    install: float = 0.0  # renames into green/, state saved
+
+
+@contextmanager
+def timed(timings: CatchUpTimings, part: str) -> Iterator[None]:
+    """Add the wall time of the block to `timings.<part>`."""
+    t0 = time.monotonic()
+    try:
+        yield
+    finally:
+        setattr(timings, part, round(getattr(timings, part) + time.monotonic() - t0, 3))
+
+
 class CatchUpStats(BaseModel):
     """What one catch-up changed in green (persisted in state.json `catch_ups`, printed by catch-up/promote)."""
 
@@ -63,8 +93,12 @@ class CatchUpStats(BaseModel):
     kv_deletes: int = 0
     kv_puts: int = 0
     row_counts_checked: int = 0
+    diff_method: str = ""  # "pages": only rows on differing pages compared; "rows (why)": every row
+    dirty_pages: int = 0  # pages whose bytes or b-tree role differ between the two snapshots
+    rows_compared: int = 0  # rowids compared (pages method), per table summed
     snapshot_seconds: float = 0.0
     seconds: float = 0.0
+    timings: CatchUpTimings = Field(default_factory=CatchUpTimings)
 
 
 def _tables(conn: apsw.Connection, schema: str) -> dict[str, list[str]]:
@@ -82,26 +116,45 @@ def _has_rowid(conn: apsw.Connection, schema: str, table: str) -> bool:
         return False  # WITHOUT ROWID
 
 
-def diff_units(conn: apsw.Connection, stats: CatchUpStats) -> None:
+def diff_units(conn: apsw.Connection, stats: CatchUpStats, pages: tuple[Path, Path] | None = None) -> None:
     """Fill temp.cu_units with every unit whose joint may differ between `old` (attached) and `main`.
 
     Rows are compared by rowid plus every column (EXCEPT both ways), so a changed, added or removed row is
-    found whatever changed in it; a duplicated row counts too (its rowid differs)."""
+    found whatever changed in it; a duplicated row counts too (its rowid differs). `pages`: the (old, new)
+    files, two backups of blue; then only the rowids on pages that differ are compared (engine/pagediff.py),
+    else every row."""
     new_tables, old_tables = _tables(conn, "main"), _tables(conn, "old")
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS cu_units (unit TEXT PRIMARY KEY)")
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS cu_balls (unit TEXT PRIMARY KEY)")
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS cu_assets (unit TEXT PRIMARY KEY)")
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS cu_defs (chash TEXT PRIMARY KEY)")
-    for table, col in {**JOINT_TABLES, DEFINITIONS_TABLE: "definition_chash"}.items():
-        if table not in new_tables and table not in old_tables:
-            continue
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS cu_rowids (rid INTEGER PRIMARY KEY)")
+    tables = {t: c for t, c in {**JOINT_TABLES, DEFINITIONS_TABLE: "definition_chash"}.items()
+              if t in new_tables or t in old_tables}
+    for table in tables:
         if new_tables.get(table) != old_tables.get(table):
             raise PreflightError(f"blue's table {table} changed its columns since the last snapshot (the node was "
                                  "upgraded?): green cannot be caught up", "stage again: `upgrade stage`")
-        cols = "rowid, *" if _has_rowid(conn, "main", table) else "*"
+    rowid_tables = [t for t in tables if _has_rowid(conn, "main", t)]
+    candidates: dict[str, set[int]] | None = None
+    stats.diff_method = "rows"
+    if pages is not None:
+        try:
+            candidates, stats.dirty_pages = changed_rowids(pages[0], pages[1], rowid_tables)
+            stats.diff_method = "pages"
+        except PageDiffUnavailable as exc:
+            stats.diff_method = f"rows ({exc})"
+    for table, col in tables.items():
+        cols = "rowid, *" if table in rowid_tables else "*"
+        where = ""
+        if candidates is not None and table in rowid_tables:
+            conn.execute("DELETE FROM temp.cu_rowids")
+            conn.executemany("INSERT INTO temp.cu_rowids VALUES (?)", ((r,) for r in candidates[table]))
+            stats.rows_compared += len(candidates[table])
+            where = " WHERE rowid IN (SELECT rid FROM temp.cu_rowids)"
         changed = 0
         for a, b in (("main", "old"), ("old", "main")):
-            diff = f"SELECT {cols} FROM {a}.`{table}` EXCEPT SELECT {cols} FROM {b}.`{table}`"
+            diff = f"SELECT {cols} FROM {a}.`{table}`{where} EXCEPT SELECT {cols} FROM {b}.`{table}`{where}"
             changed += int(conn.execute(f"SELECT COUNT(*) FROM ({diff})").fetchone()[0])
             target = {"definitions": "cu_defs", "balls": "cu_balls", "assets": "cu_assets"}.get(table)
             if target:
@@ -142,10 +195,11 @@ def _delete_range(kv: KvBuilder, prefix: bytes) -> int:
 
 def catch_up_copy(prev_db: Path, new_db: Path, kv_dir: Path, *, source_version: int, target_version: int,
                   light: bool, genesis_unit: str | None, old_min_retrievable_mci: int, stats: CatchUpStats,
-                  unit_chunk: int = 2000, progress: Progress | None = None) -> CatchUpStats:
+                  unit_chunk: int = 2000, progress: Progress | None = None, page_diff: bool = True) -> CatchUpStats:
     """Bring `new_db` (a raw snapshot at `source_version`) to `target_version` and `kv_dir` (green's KV as of
     `prev_db`) to the KV of `new_db`. One SQLite transaction, committed after the KV is complete and synced;
-    a crash before leaves both to be discarded by the caller (they are copies)."""
+    a crash before leaves both to be discarded by the caller (they are copies). `page_diff`: both files are
+    backups of blue (pages verbatim), so the diff compares only rows on differing pages (False: every row)."""
     from bluegreen.engine.migrate import _set_storage_sizes
     from bluegreen.ocore_facts import network_of
 
@@ -159,16 +213,20 @@ def catch_up_copy(prev_db: Path, new_db: Path, kv_dir: Path, *, source_version: 
             raise PreflightError(f"blue is at schema version {uv} now, the staged source was {source_version} (the "
                                  "node was upgraded meanwhile?): green cannot be caught up",
                                  "stage again: `upgrade stage`")
-        conn.execute("ATTACH ? AS old", (str(prev_db),))
-        try:
-            diff_units(conn, stats)  # before the steps: the two snapshots are raw, at the same version
-            newline = _collect_feed_pairs(conn)
-        finally:
-            conn.execute("DETACH old")
+        tm = stats.timings
+        with timed(tm, "diff"):
+            conn.execute("ATTACH ? AS old", (str(prev_db),))
+            try:
+                # before the steps: the two snapshots are raw, at the same version
+                diff_units(conn, stats, (prev_db, new_db) if page_diff else None)
+                newline = _collect_feed_pairs(conn)
+            finally:
+                conn.execute("DETACH old")
         conn.execute("BEGIN IMMEDIATE")
         committed = False
         try:
-            apply_schema_steps(conn, source_version, light=light)
+            with timed(tm, "sql_steps"):
+                apply_schema_steps(conn, source_version, light=light)
             network = network_of(conn, genesis_unit)
             new_mrm = read_min_retrievable_mci(conn)
             stats.min_retrievable_mci_before, stats.min_retrievable_mci_after = old_min_retrievable_mci, new_mrm
@@ -181,18 +239,23 @@ def catch_up_copy(prev_db: Path, new_db: Path, kv_dir: Path, *, source_version: 
             ctx = ReadContext(network=network, min_retrievable_mci=new_mrm, light=light)
             kv = KvBuilder(kv_dir)
             try:
-                _rewrite_joints(conn, kv, ctx, stats, unit_chunk, progress, check=not light)
-                _rewrite_feeds(conn, kv, newline, stats)
+                with timed(tm, "joints"):
+                    _rewrite_joints(conn, kv, ctx, stats, unit_chunk, progress, check=not light)
+                with timed(tm, "feeds"):
+                    _rewrite_feeds(conn, kv, newline, stats)
                 if target_version > KV_FILL_STEP:
-                    sizes = storage_sizes(kv)
-                    apply_schema_steps(conn, KV_FILL_STEP, light=light, target=target_version,
-                                       network=network.name, kv=kv)
-                    _set_storage_sizes(conn, sizes)
+                    with timed(tm, "steps_above_31"):
+                        sizes = storage_sizes(kv)
+                        apply_schema_steps(conn, KV_FILL_STEP, light=light, target=target_version,
+                                           network=network.name, kv=kv)
+                        _set_storage_sizes(conn, sizes)
             finally:
-                kv.close()
+                with timed(tm, "commit"):
+                    kv.close()
             killpoint("catchup.before_commit")
-            conn.execute(f"PRAGMA user_version={target_version}")
-            conn.execute("COMMIT")
+            with timed(tm, "commit"):
+                conn.execute(f"PRAGMA user_version={target_version}")
+                conn.execute("COMMIT")
             committed = True
         finally:
             if not committed:
@@ -201,7 +264,8 @@ def catch_up_copy(prev_db: Path, new_db: Path, kv_dir: Path, *, source_version: 
                 except apsw.Error:
                     pass
         stats.units_after = int(conn.execute("SELECT COUNT(*) FROM units").fetchone()[0])
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with timed(tm, "commit"):
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
     stats.seconds = round(time.monotonic() - started, 3)

@@ -80,6 +80,8 @@ def finish_for_node(db: Rdict) -> None:
     After the flush the data no longer depends on the write-ahead log. The node's RocksDB also replays
     a 9.8.4 WAL (measured), but then its first open must rewrite everything into new files; flushed,
     the node opens the dir with nothing to replay."""
-    db.flush(True)
-    db.flush_wal(True)
-    db.close()
+    try:
+        db.flush(True)
+        db.flush_wal(True)
+    finally:
+        db.close()  # even when the flush fails (disk full): else the process keeps the dir's LOCK

@@ -20,13 +20,13 @@ from pydantic import BaseModel
 
 from bluegreen import signals
 from bluegreen.durable import atomic_write_json, fsync_dir, fsync_file
-from bluegreen.engine.catchup import CatchUpStats, catch_up_copy
-from bluegreen.errors import PreflightError, VerificationFailed
+from bluegreen.engine.catchup import CatchUpStats, CatchUpTimings, catch_up_copy, timed
+from bluegreen.errors import OutOfSpaceError, PreflightError, VerificationFailed
 from bluegreen.lifecycle import fingerprint as fpmod
-from bluegreen.lifecycle import ownership, snapshot
+from bluegreen.lifecycle import ownership, snapshot, storage_errors
 from bluegreen.lifecycle.killpoints import killpoint
 from bluegreen.lifecycle.layout import Layout
-from bluegreen.lifecycle.state import OnlinePosition, Phase, StagingState, StateStore
+from bluegreen.lifecycle.state import OnlinePosition, Phase, SpaceEstimate, StagingState, StateStore
 from bluegreen.lifecycle.results import CatchUpResult, OnlineLag
 
 Progress = Callable[[str, int, int], None]
@@ -142,6 +142,51 @@ def _install(lay: Layout, store: StateStore, state: StagingState, journal: Catch
     fsync_dir(lay.work_dir)
 
 
+SPACE_METHOD = ("copy = 2 x blue's SQLite file + -wal (the fresh snapshot and green's copy of it) + every non-.sst "
+                "file of green's rocksdb/ (.sst files are hard-linked, 0 bytes); KV = "
+                f"{snapshot.KV_BYTES_PER_SQLITE_BYTE} x the SQLite growth since the last snapshot (the keys of the new "
+                "units); margin = 10% + 16 MiB (the WAL of the steps, RocksDB flushes and compactions)")
+
+
+def estimate_space(lay: Layout) -> SpaceEstimate:
+    """How many bytes a catch-up builds in `work/catchup/` (see SPACE_METHOD), and how many are free.
+
+    Green's old files stay until the install renames the new ones in, so the build is all extra space."""
+    blue_sql = sum((lay.data_dir / n).stat().st_size for n in (lay.db_name, lay.db_name + "-wal")
+                   if (lay.data_dir / n).exists())
+    kv_copy = linked = 0
+    for rel in fpmod.walk_files(lay.green_dir):
+        if rel.startswith("rocksdb/"):
+            size = (lay.green_dir / rel).stat().st_size
+            if rel.endswith(".sst"):
+                linked += size
+            else:
+                kv_copy += size
+    prev = prev_path(lay)
+    grown = max(0, blue_sql - (prev.stat().st_size if prev.exists() else 0))
+    copy = 2 * blue_sql + kv_copy
+    kv = int(grown * snapshot.KV_BYTES_PER_SQLITE_BYTE)
+    margin = (copy + kv) // 10 + 16 * snapshot.MiB
+    st = os.statvfs(lay.work_dir if lay.work_dir.exists() else lay.staging_dir)
+    return SpaceEstimate(copy_bytes=copy, linked_bytes=linked, kv_estimate_bytes=kv, margin_bytes=margin,
+                         needed_bytes=copy + kv + margin, free_bytes=st.f_bavail * st.f_frsize)
+
+
+def _short_of_space(lay: Layout, est: SpaceEstimate, what: str) -> OutOfSpaceError:
+    return OutOfSpaceError(
+        f"{what} for a catch-up in {_dir(lay)}: it {snapshot.describe_space(est)}. Green and blue are unchanged",
+        f"free at least {max(est.needed_bytes - est.free_bytes, 0) / snapshot.MiB:.1f} MiB on the filesystem of "
+        f"{lay.staging_dir}, then run `upgrade catch-up` (or `upgrade promote`) again")
+
+
+def check_space(lay: Layout) -> SpaceEstimate:
+    """Raise OutOfSpaceError, before anything is written, when a catch-up would not fit."""
+    est = estimate_space(lay)
+    if est.needed_bytes > est.free_bytes:
+        raise _short_of_space(lay, est, "not enough space on the staging filesystem")
+    return est
+
+
 def _row_counts(db: Path) -> dict[str, int]:
     conn = snapshot.open_readonly_quiet(db)
     try:
@@ -166,8 +211,10 @@ def _check_counts(prev: Path, source_new: Path, green_old: Path, green_new: Path
 
 
 def catch_up_green(lay: Layout, store: StateStore, state: StagingState,
-                   progress: Progress | None = None) -> CatchUpStats | None:
-    """One catch-up (the caller holds the staging lock and ran recovery). None when blue has not moved."""
+                   progress: Progress | None = None, *, node_stopped: bool = False) -> CatchUpStats | None:
+    """One catch-up (the caller holds the staging lock and ran recovery). None when blue has not moved.
+
+    `node_stopped`: promote's last catch-up (the node is checked stopped): the snapshot is not throttled."""
     if not state.online or state.online_position is None:
         raise PreflightError("green was not staged online (`stage --online`): there is nothing to catch up from",
                              "stop the node and stage again: `upgrade stage`")
@@ -187,46 +234,67 @@ def catch_up_green(lay: Layout, store: StateStore, state: StagingState,
     cu = _dir(lay)
     if cu.exists():
         shutil.rmtree(cu)
+    check_space(lay)
+    try:
+        return _build_and_install(lay, store, state, keep_verified, progress, node_stopped)
+    except Exception as exc:
+        if not storage_errors.is_out_of_space(exc) or (cu / "journal.json").exists():
+            raise  # after the journal the build is complete: recovery installs it
+        shutil.rmtree(cu, ignore_errors=True)  # a half build is useless; free its space now
+        raise _short_of_space(lay, estimate_space(lay), f"the staging filesystem filled up ({exc})") from exc
+
+
+def _build_and_install(lay: Layout, store: StateStore, state: StagingState, keep_verified: bool,
+                       progress: Progress | None, node_stopped: bool) -> CatchUpStats:
+    cu = _dir(lay)
     cu.mkdir(parents=True)
     started = time.time()
     t0 = time.monotonic()
+    tm = CatchUpTimings()
     fp_holder: list[fpmod.Fingerprint] = []
-    _, position = snapshot.backup_sqlite_online(
-        lay.data_dir / lay.db_name, cu / "source-new.sqlite", progress,
-        before_snapshot=lambda: fp_holder.append(fpmod.take(lay.data_dir, lay.exclude)))
-    fsync_file(cu / "source-new.sqlite")
-    snap_seconds = time.monotonic() - t0
+    with timed(tm, "snapshot"):
+        _, position = snapshot.backup_sqlite_online(
+            lay.data_dir / lay.db_name, cu / "source-new.sqlite", progress,
+            before_snapshot=lambda: fp_holder.append(fpmod.take(lay.data_dir, lay.exclude)), node_stopped=node_stopped)
+        fsync_file(cu / "source-new.sqlite")
     killpoint("catchup.after_snapshot")
-    shutil.copyfile(cu / "source-new.sqlite", cu / "green.sqlite")
-    shutil.copymode(lay.green_dir / lay.db_name, cu / "green.sqlite")
-    kv_rels = [r for r in fpmod.walk_files(lay.green_dir) if r.startswith("rocksdb/")]
-    snapshot.copy_tree_files(lay.green_dir, cu / "kvcopy", kv_rels, True)
-    os.rename(cu / "kvcopy" / "rocksdb", cu / "rocksdb.new")
+    with timed(tm, "copy_sqlite"):
+        shutil.copyfile(cu / "source-new.sqlite", cu / "green.sqlite")
+        shutil.copymode(lay.green_dir / lay.db_name, cu / "green.sqlite")
+    with timed(tm, "copy_kv"):
+        kv_rels = [r for r in fpmod.walk_files(lay.green_dir) if r.startswith("rocksdb/")]
+        snapshot.copy_tree_files(lay.green_dir, cu / "kvcopy", kv_rels, True)
+        os.rename(cu / "kvcopy" / "rocksdb", cu / "rocksdb.new")
     old = state.online_position
+    assert old is not None  # catch_up_green checked it
     stats = CatchUpStats(started_at_unix=started, from_units_rowid=old.max_units_rowid,
                          to_units_rowid=position.max_units_rowid, units_before=old.units, units_after=position.units,
-                         snapshot_seconds=round(snap_seconds, 3))
+                         snapshot_seconds=tm.snapshot, timings=tm)
     old_mrm = (state.catch_ups[-1].min_retrievable_mci_after if state.catch_ups
                else int((state.migration_report or {}).get("min_retrievable_mci") or 0))
     catch_up_copy(prev_path(lay), cu / "green.sqlite", cu / "rocksdb.new", source_version=state.source_version or 0,
                   target_version=state.target_version, light=state.light, genesis_unit=state.genesis_unit,
                   old_min_retrievable_mci=old_mrm, stats=stats, progress=progress)
-    green_counts = _check_counts(prev_path(lay), cu / "source-new.sqlite", lay.green_dir / lay.db_name,
-                                 cu / "green.sqlite")
+    with timed(tm, "row_counts"):
+        green_counts = _check_counts(prev_path(lay), cu / "source-new.sqlite", lay.green_dir / lay.db_name,
+                                     cu / "green.sqlite")
     stats.row_counts_checked = len(green_counts)
     leftover = [p.name for p in cu.glob("green.sqlite-*")]
     if leftover:  # the build's connection is closed: everything must be in the main file, which alone moves
         raise PreflightError(f"the caught-up SQLite file left {', '.join(leftover)} after closing",
                              "run `upgrade catch-up` again")
-    for dirpath, _dirs, _files in os.walk(cu):
-        fsync_dir(dirpath)
+    with timed(tm, "fsync"):
+        for dirpath, _dirs, _files in os.walk(cu):
+            fsync_dir(dirpath)
     stats.seconds = round(time.monotonic() - t0, 3)
     journal = CatchUpJournal(position=position, blue_fingerprint=fp_holder[0], keep_verified=keep_verified,
                              stats=stats, green_row_counts=green_counts)
     with signals.deferred():
         atomic_write_json(cu / "journal.json", journal.model_dump(mode="json"))
     killpoint("catchup.before_install")
-    _install(lay, store, state, journal)
+    with timed(tm, "install"):
+        _install(lay, store, state, journal)
+    stats.seconds = round(time.monotonic() - t0, 3)  # the printed stats include the install (the journal's cannot)
     return stats
 
 

@@ -1045,17 +1045,22 @@ def _sync_other_files(lay: Layout, state: StagingState, blue_now: fpmod.Fingerpr
 
 
 class _Laps:
-    """Wall time of consecutive parts of a command: `lap(name)` ends the part called `name`."""
+    """Wall time of consecutive parts of a command: `lap(name)` ends the part called `name` (and returns when)."""
 
-    def __init__(self, start: float, first: str) -> None:
+    def __init__(self, start: float) -> None:
         self.last = start
         self.seconds: dict[str, float] = {}
-        self(first)
 
-    def __call__(self, name: str) -> None:
+    def __call__(self, name: str) -> float:
         now = time.monotonic()
-        self.seconds[name] = round(now - self.last, 4)
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self.last, 4)
         self.last = now
+        return now
+
+    def after(self, name: str) -> dict[str, float]:
+        """The parts that came after the part `name` (e.g. the downtime: after the checks found the node stopped)."""
+        names = list(self.seconds)
+        return {k: self.seconds[k] for k in names[names.index(name) + 1:]} if name in names else dict(self.seconds)
 
 
 def promote(data_dir: Path | None = None, staging_dir: Path | None = None, *,
@@ -1090,11 +1095,14 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None, *,
         drift = fpmod.diff_db(state.blue_fingerprint, blue_now) if state.blue_fingerprint else []
         caught_up = None
         stopped_at = None
+        lap = _Laps(entered)  # every part of promote; the downtime is the parts after "checks"
         if drift and state.online and catchup.prev_path(lay).exists():
             # online stage: with the node stopped, a last catch-up makes green blue's final state
             noderunning.ensure_stopped(lay.data_dir, lay.exclude)
-            stopped_at = time.monotonic()  # downtime: from here to the end of the swap
-            caught_up = catchup.catch_up_green(lay, store, state, _progress_saver(store, state, progress, "promote"))
+            stopped_at = lap("checks")  # downtime: from here to the end of the swap
+            caught_up = catchup.catch_up_green(lay, store, state, _progress_saver(store, state, progress, "promote"),
+                                               node_stopped=True)
+            lap("catch_up")
             blue_now = fpmod.take(lay.data_dir, lay.exclude)
             drift = fpmod.diff_db(state.blue_fingerprint, blue_now) if state.blue_fingerprint else []
             green_now = fpmod.take(lay.green_dir)
@@ -1116,8 +1124,9 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None, *,
                              "stop the node and re-stage: `upgrade stage`, `upgrade verify`, then promote")
         noderunning.ensure_stopped(lay.data_dir, lay.exclude)
         if stopped_at is None:
-            stopped_at = time.monotonic()
-        lap = _Laps(entered, "checks" if caught_up is None else "checks and catch-up")
+            stopped_at = lap("checks")
+        else:
+            lap("checks after catch-up")  # fingerprints of blue and green after it, the node-stopped check
         owners = ownership.preflight_blue(lay.data_dir, lay.exclude)
         ownership.ensure_can_apply(lay.green_dir, owners)  # refuse before changing anything
         began = utcnow()  # the baselines below are the promote's work too (status counts them in PROMOTING)
@@ -1156,12 +1165,14 @@ def promote(data_dir: Path | None = None, staging_dir: Path | None = None, *,
         swapmod.finish(lay.swap_journal)
         lap("swap")
         downtime = round(time.monotonic() - stopped_at, 3)
+        parts = lap.after("checks")
+        largest = ", ".join(f"{k} {v:.2f}s" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])[:3])
         return res(phase=state.phase, mechanism=outcome.mechanism, copied_files=copied, removed_files=removed,
-                   catch_up=caught_up, downtime_seconds=downtime, timings=lap.seconds,
+                   catch_up=caught_up, downtime_seconds=downtime, timings=lap.seconds, downtime_parts=parts,
                    message=f"promoted: {lay.data_dir} now holds the version-{state.target_version} data "
                            f"(swap by {outcome.mechanism}); the old data is kept in {lay.previous_dir}"
                            + (f"; caught up {caught_up.joints_rebuilt} joints with the node stopped"
-                              if caught_up else "") + f"; downtime {downtime:.2f}s",
+                              if caught_up else "") + f"; downtime {downtime:.2f}s ({largest})",
                    next_step=NEXT_STEP[state.phase])
 
 

@@ -67,6 +67,9 @@ class PromoteResult(CommandResult):
     # wall seconds of each part of promote, in order (checks, other files, row counts, ownership, kv copy,
     # fingerprint, set-aside record, swap): where the downtime goes
     timings: dict[str, float] = Field(default_factory=dict)
+    # the downtime part by part, in order (the parts of `timings` after the node was found stopped): catch_up
+    # (its own parts in catch_up.timings) when promote caught up, then the rest down to the swap
+    downtime_parts: dict[str, float] = Field(default_factory=dict)
 
 
 class OnlineLag(BaseModel):

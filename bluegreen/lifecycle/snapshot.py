@@ -210,7 +210,8 @@ def _retry_busy(fn: Callable[[], object], counter: list[int]) -> object:
 
 
 def backup_sqlite_online(db_path: Path, dst_path: Path, progress: Progress | None = None,
-                         before_snapshot: Callable[[], None] | None = None) -> tuple[int, OnlinePosition]:
+                         before_snapshot: Callable[[], None] | None = None, *,
+                         node_stopped: bool = False) -> tuple[int, OnlinePosition]:
     """A consistent copy of a database a running node writes to, never blocking its writers for long.
 
     WAL mode (what ocore uses): one read transaction is held on the source for the whole copy, and the
@@ -225,11 +226,20 @@ def backup_sqlite_online(db_path: Path, dst_path: Path, progress: Progress | Non
     `before_snapshot` runs just before the snapshot's read transaction begins (after the -wal/-shm our
     open may create exist): stage takes blue's fingerprint there, so every commit of the node after it is
     drift (one landing between the fingerprint and the snapshot is in green and still counts as drift:
-    promote refuses, which is the safe side)."""
+    promote refuses, which is the safe side).
+
+    `node_stopped` (promote's last catch-up, the node checked stopped): nobody waits for us, so the copy is
+    not throttled (large steps, no pauses); when every commit is in the main file it is a plain file copy
+    (`_copy_stopped`). Downtime is what counts then."""
     header = fpmod.read_sqlite_header(db_path)
     if header is None:
         raise SourceDataError(f"{db_path} is not a SQLite database", "check the data dir")
     wal = Path(str(db_path) + "-wal")
+    if node_stopped and header.wal_mode and not (wal.exists() and wal.stat().st_size) \
+            and not Path(str(db_path) + "-journal").exists():
+        copied = _copy_stopped(db_path, dst_path, before_snapshot)
+        if copied is not None:
+            return copied
     busy = [0]
     steps = 0
     src = open_source(db_path, False)  # never immutable: the node writes meanwhile
@@ -271,14 +281,16 @@ def backup_sqlite_online(db_path: Path, dst_path: Path, progress: Progress | Non
                 rowid, count, lsm, dv = _retry_busy(begin, busy)  # type: ignore[misc]
                 try:
                     with dst.backup("main", src, "main") as b:
+                        per_step = BACKUP_PAGES_PER_STEP if node_stopped else ONLINE_PAGES_PER_STEP
                         while not b.done:
-                            _retry_busy(lambda: b.step(ONLINE_PAGES_PER_STEP), busy)
+                            _retry_busy(lambda: b.step(per_step), busy)
                             steps += 1
                             if progress:
                                 progress("snapshot sqlite", b.pagecount - b.remaining, b.pagecount)
                             if steps == 1:
                                 killpoint("snapshot.mid_copy")
-                            time.sleep(ONLINE_SLEEP_SECONDS)
+                            if not node_stopped:
+                                time.sleep(ONLINE_SLEEP_SECONDS)
                         pages = b.pagecount
                 finally:
                     src.execute("COMMIT")
@@ -313,6 +325,37 @@ def backup_sqlite_online(db_path: Path, dst_path: Path, progress: Progress | Non
     finally:
         src.close()
     return pages, position
+
+
+def _copy_stopped(db_path: Path, dst_path: Path,
+                  before_snapshot: Callable[[], None] | None) -> tuple[int, OnlinePosition] | None:
+    """The node is stopped and every commit is in the main file (WAL mode, no -wal content, no -journal): the
+    file itself is a consistent snapshot, its pages the database's pages, as the backup API would write them.
+    A plain copy is 3-4x faster than the backup API. None (nothing copied) when the file changed meanwhile."""
+    if before_snapshot is not None:
+        before_snapshot()
+    began = time.time()
+    st0 = os.stat(db_path)
+    shutil.copyfile(db_path, dst_path)
+    st1 = os.stat(db_path)
+    wal = Path(str(db_path) + "-wal")
+    if (st0.st_mtime_ns, st0.st_size, st0.st_ino) != (st1.st_mtime_ns, st1.st_size, st1.st_ino) \
+            or (wal.exists() and wal.stat().st_size):
+        dst_path.unlink(missing_ok=True)  # someone wrote after all: take the consistent (backup API) way
+        return None
+    counter = fpmod.read_sqlite_header(dst_path)
+    conn = open_readonly_quiet(dst_path)
+    try:
+        rowid, count = conn.execute("SELECT IFNULL(MAX(rowid), 0), COUNT(*) FROM units").fetchone()
+        lsm = conn.execute("SELECT MAX(main_chain_index) FROM units WHERE is_stable=1").fetchone()[0]
+        dv = conn.execute("PRAGMA data_version").fetchone()[0]
+        pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+    finally:
+        conn.close()
+    return pages, OnlinePosition(
+        wal_mode=True, method="copy (node stopped)", max_units_rowid=int(rowid), units=int(count),
+        last_stable_mci=lsm, data_version=int(dv), header_change_counter=counter.change_counter if counter else 0,
+        wal_bytes=0, steps=1, busy_retries=0, began_at_unix=began, ended_at_unix=time.time())
 
 
 def quick_check(db_path: Path, progress: Progress | None = None) -> list[str]:

@@ -142,7 +142,7 @@ class OnlinePosition(BaseModel):
     """Where blue stood when an online snapshot read it: what a later catch-up starts from."""
 
     wal_mode: bool
-    method: str  # "read-transaction+steps" (WAL) or "one-step" (rollback journal)
+    method: str  # "read-transaction+steps" (WAL), "one-step" (rollback journal), "copy (node stopped)" (promote)
     max_units_rowid: int  # every unit with a rowid up to this is in green, none after it
     units: int
     last_stable_mci: int | None
