@@ -148,3 +148,35 @@ def test_killed_mid_run_then_restarted_gives_the_same_kv(devnet_v29: Path, point
     assert report.steps["from_version"] == 29 and 30 in report.steps["steps"]
     assert dict(iter_kv(devnet_v29 / "rocksdb")) == expected_kv()
     assert user_version(devnet_v29 / "byteball.sqlite") == 31
+
+
+CARRY_KILL = """
+import sys
+from pathlib import Path
+from bluegreen.engine.migrate import MigrationOptions, migrate_copy
+node = Path(sys.argv[1])
+migrate_copy(node / "byteball.sqlite", node / "rocksdb", node.parent / f"{node.name}-journal.json",
+             MigrationOptions())
+"""
+
+
+def test_a_kill_right_after_the_kept_keys_were_carried_over_carries_them_again(devnet_v29: Path) -> None:
+    """A pre-30 copy whose `rocksdb/` already holds keys that are not the migration's (e.g. a node's own keys):
+    they are carried into the build before the fill. Killed before the journal says the carry is done, the
+    re-run must carry them again, not resume a build that lacks them."""
+    from bluegreen.engine.rocks_options import open_node_compatible
+
+    db = open_node_compatible(devnet_v29 / "rocksdb")
+    try:
+        db.put(b"st\nSOMEAA\nvar", b"5")  # not a j/df/dfv key: the migration must keep it
+    finally:
+        db.close()
+    env = {**os.environ, "BLUEGREEN_KILL_AT": "engine.after_carry"}
+    proc = subprocess.run([sys.executable, "-c", CARRY_KILL, str(devnet_v29)], env=env,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == -9, "the kill point was not reached"
+    report = run_engine(devnet_v29)
+    assert report.completed and report.carried_kv_keys == 1
+    kv = dict(iter_kv(devnet_v29 / "rocksdb"))
+    assert kv.pop(b"st\nSOMEAA\nvar") == b"5"
+    assert kv == expected_kv()

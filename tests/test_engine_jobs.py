@@ -191,3 +191,30 @@ def test_the_default_runs_small_work_in_process_and_honours_an_explicit_jobs() -
     assert resolve_jobs(None, SMALL_WORK_UNITS) == default_jobs()
     assert resolve_jobs(None) == default_jobs()
     assert resolve_jobs(2, 10) == 2
+
+
+def _damage_a_page_of(db: Path, table: str) -> None:
+    """Overwrite one b-tree page of `table` with garbage (a damaged disk block under that table)."""
+    conn = apsw.Connection(str(db))
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    pageno = conn.execute("SELECT pageno FROM dbstat WHERE name=? AND pagetype='leaf' ORDER BY pageno LIMIT 1 OFFSET 3",
+                          (table,)).fetchone()[0]
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    with open(db, "r+b") as f:
+        f.seek((pageno - 1) * page_size)
+        f.write(b"\xa5" * page_size)
+
+
+def test_a_damaged_page_read_by_a_worker_raises_the_same_sqlite_error_as_one_process(generated: Path,
+                                                                                       tmp_path: Path) -> None:
+    """Workers read the copy themselves: an SQLite error there reaches the caller as the same apsw type as
+    with one process (the lifecycle classifies full disks and damage by type), not as a worker traceback."""
+    errors = []
+    for jobs in (1, 2):
+        node = _copy(generated, tmp_path / f"j{jobs}")
+        _damage_a_page_of(node / "byteball.sqlite", "outputs")
+        with pytest.raises(apsw.Error) as caught:
+            _migrate(node, jobs=jobs, unit_chunk=CHUNK)
+        errors.append(type(caught.value))
+    assert errors[0] is errors[1] and errors[0] is apsw.CorruptError, errors

@@ -132,3 +132,33 @@ def test_reference_data_32_to_50_equals_ocores_fresh_schemas(name: str) -> None:
 
     kind, v = name.removesuffix(".sqlite").split("-v")
     assert load_reference(int(v), kind == "light") == introspect_file(FRESH / name)
+
+
+KV_ERA_KILL = """
+import sys
+from pathlib import Path
+from bluegreen.engine.migrate import MigrationOptions, migrate_copy
+node = Path(sys.argv[1])
+migrate_copy(node / "byteball.sqlite", node / "rocksdb", node.parent / f"{node.name}-journal.json",
+             MigrationOptions(target_version=50))
+"""
+
+
+@pytest.mark.parametrize("point", ["engine.kv_era_before_install", "engine.kv_era_before_commit"])
+def test_aa_v32_killed_after_step_39_typed_the_values_resumes_to_ocores_run(point: str, tmp_path: Path) -> None:
+    """Steps 34 (storage sizes, measured on the values) and 39 (types every value) on a KV-era source: a kill
+    after step 39 wrote, before the SQLite commit, must neither type a value twice nor let the re-run's step 34
+    measure typed values (an in-place run did both: storage sizes too large, or `s\\nn\\n5`)."""
+    import os
+    import subprocess
+    import sys
+
+    node = writable_copy(AA_V32, tmp_path / "aa-v32")
+    env = {**os.environ, "BLUEGREEN_KILL_AT": point}
+    proc = subprocess.run([sys.executable, "-c", KV_ERA_KILL, str(node)], env=env,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == -9, "the kill point was not reached"
+    report = run(node)
+    assert report.completed and report.resumed
+    assert dict(iter_kv(node / "rocksdb")) == expected_kv(AA_V32 / "expected-kv.jsonl")
+    assert rows(node / "byteball.sqlite") == rows(MIGRATED / "aa-v32-to-50.sqlite")

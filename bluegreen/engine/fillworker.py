@@ -48,9 +48,26 @@ def _reader(db_path: str, chunk_size: int) -> UnitChunkReader:
     return cached[1]
 
 
-def read_and_transform(task: UnitReadTask) -> UnitChunkResult | None:
+@dataclass(frozen=True)
+class SqliteFailure:
+    """An SQLite error of a worker's read, sent back as data: the main process raises the same apsw type, so
+    a full disk (temp tables) or a damaged page is classified as it would be in one process."""
+
+    kind: str  # the apsw exception class name, e.g. FullError, CorruptError
+    message: str
+
+    def exception(self) -> apsw.Error:
+        """The apsw exception this stands for (apsw.Error when the name is unknown)."""
+        cls = getattr(apsw, self.kind, apsw.Error)
+        return cls(self.message) if isinstance(cls, type) and issubclass(cls, apsw.Error) else apsw.Error(self.message)
+
+
+def read_and_transform(task: UnitReadTask) -> UnitChunkResult | SqliteFailure | None:
     """Read the chunk after `task.after_rowid` and rebuild, check and serialise its joints; None past the end."""
-    raw = _reader(task.db_path, task.chunk_size).read_raw(task.after_rowid)
+    try:
+        raw = _reader(task.db_path, task.chunk_size).read_raw(task.after_rowid)
+    except apsw.Error as exc:
+        return SqliteFailure(type(exc).__name__, str(exc))
     killpoint("fillworker.after_read")  # tests: a worker killed mid-fill (as the OOM killer would)
     if raw is None:
         return None

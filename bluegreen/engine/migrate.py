@@ -23,9 +23,9 @@ from pydantic import BaseModel, Field
 
 from bluegreen.durable import atomic_write_json, fsync_dir, fsync_tree
 from bluegreen.engine.joints import ReadContext
-from bluegreen.engine.kvwriter import KvBuilder, iter_kv, owned_by_migration, remove_kv_dir
+from bluegreen.engine.kvwriter import KvBuilder, iter_kv, link_copy_kv, owned_by_migration, remove_kv_dir
 from bluegreen.engine.pool import open_pool, resolve_jobs
-from bluegreen.engine.fillworker import UnitReadTask, read_and_transform, release_readers
+from bluegreen.engine.fillworker import SqliteFailure, UnitReadTask, read_and_transform, release_readers
 from bluegreen.engine.sqltxn import WriteTransaction
 from bluegreen.engine.sqlsource import (
     chunk_starts,
@@ -108,6 +108,10 @@ class MigrationJournal(BaseModel):
     # so a resumed run reads 30 from the copy): the report of a resumed run still speaks of the whole run.
     origin_version: int | None = None
     steps: Any = None
+    # The keys of a half-filled KV (a node stuck at 30) that are not the migration's are in the build. New
+    # journals start False; a journal without the field was written by an older bluegreen, which saved its
+    # first journal only once that carry was done.
+    carry_done: bool = True
     started_at: datetime
     updated_at: datetime
 
@@ -207,7 +211,8 @@ def migrate_copy(db_path: Path, kv_dir: Path, journal_path: Path, options: Migra
     """Bring the COPY at `db_path` (+ `kv_dir`) to `options.target_version` as ocore's migrateDb would.
 
     Never call this on a live node's files. Raises MigrationError (with `.report`) if any unit cannot
-    be migrated; user_version is then unchanged. Safe to call again after a crash: it resumes."""
+    be migrated; the copy is then at user_version 30 (the SQL steps below 31 commit first, as in ocore), with
+    no KV installed. Safe to call again after a crash: it resumes."""
     options = options or MigrationOptions()
     if options.target_version not in SUPPORTED_TARGETS:
         raise BadInputError(f"target version {options.target_version} is not supported "
@@ -225,7 +230,7 @@ def migrate_copy(db_path: Path, kv_dir: Path, journal_path: Path, options: Migra
             report.network = "unknown"
             return report
         if source_version >= KV_FILL_STEP:
-            return _run_kv_era(conn, kv_dir, options, light, report, started)
+            return _run_kv_era(conn, kv_dir, journal_path, options, light, report, started)
         return _run(conn, db_path, kv_dir, journal_path, options, light, report, started, progress)
     finally:
         conn.close()
@@ -264,7 +269,8 @@ def _commit_sql_steps(conn: apsw.Connection, journal_path: Path, source_version:
         killpoint("engine.after_sql_steps")
         conn.execute(f"PRAGMA user_version={INTERMEDIATE_VERSION}")
         journal = MigrationJournal(source=_source_identity(conn, INTERMEDIATE_VERSION), origin_version=source_version,
-                                   steps=steps.model_dump(mode="json"), started_at=_now(), updated_at=_now())
+                                   steps=steps.model_dump(mode="json"), carry_done=False, started_at=_now(),
+                                   updated_at=_now())
         _save_journal(journal_path, journal)
         txn.commit()
     killpoint("engine.after_sql_commit")
@@ -283,11 +289,12 @@ def _resume_or_start(conn: apsw.Connection, journal_path: Path, build_dir: Path,
         journal = journal.model_copy(update={"phase": JournalPhase.UNITS, "last_unit_rowid": 0, "last_feed_rowid": 0,
                                              "units_done": 0, "feed_rows_done": 0, "kv_puts": 0, "carried_kv_keys": 0,
                                              "stale_kv_keys_dropped": 0, "failures_total": 0, "failures": [],
-                                             "storage_sizes": None})
+                                             "storage_sizes": None, "carry_done": False})
         return journal
     if journal is None:
         remove_kv_dir(build_dir)
-        return MigrationJournal(source=identity, origin_version=version, started_at=_now(), updated_at=_now())
+        return MigrationJournal(source=identity, origin_version=version, carry_done=False, started_at=_now(),
+                                updated_at=_now())
     report.resumed = True
     report.resumed_from_unit_rowid = journal.last_unit_rowid
     return journal
@@ -326,11 +333,14 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
             ctx = ReadContext(network=network, min_retrievable_mci=min_mci, light=light)
 
             if journal.phase in (JournalPhase.UNITS, JournalPhase.FEEDS):
-                fresh = not build_dir.exists()
+                if build_dir.exists() and not journal.carry_done:
+                    remove_kv_dir(build_dir)  # killed while carrying the kept keys over: carry them again
                 kv = KvBuilder(build_dir)
                 try:
-                    if fresh:
+                    if not journal.carry_done:
                         _carry_foreign_keys(kv, kv_dir, journal)
+                        killpoint("engine.after_carry")
+                        journal.carry_done = True
                         save()
                     if journal.phase is JournalPhase.UNITS:
                         mark = time.monotonic()
@@ -414,28 +424,69 @@ def _network_name(conn: apsw.Connection, genesis: str | None) -> str:
                               hint="the database mixes networks; it is not a single node's database") from exc
 
 
-def _run_kv_era(conn: apsw.Connection, kv_dir: Path, options: MigrationOptions, light: bool,
+def _run_kv_era(conn: apsw.Connection, kv_dir: Path, journal_path: Path, options: MigrationOptions, light: bool,
                 report: MigrationReport, started: float) -> MigrationReport:
-    """A source already on the KV store (31..49): steps source+1..target on the copy, KV steps 34/39 on the
-    copied KV dir, one SQLite transaction committed last."""
+    """A source already on the KV store (31..49): steps source+1..target, the SQLite part committed last.
+
+    The KV parts of steps 34 and 39 are applied to a copy of the KV dir (`.sst` hard-linked), which replaces
+    it only once complete and durable (journal phase KV_DONE). A kill before that discards the copy and the
+    steps start again from the untouched KV; a kill after it re-applies only the SQL parts, with step 34's
+    storage sizes from the journal. So step 39 never types a value twice (`s\nn\n5`) and step 34 never
+    measures values step 39 already typed, as an in-place run killed between the two would."""
     network = _network_name(conn, options.genesis_unit)
     report.network = network
-    kv = None
+    build_dir = build_dir_for(kv_dir)
+    identity = _source_identity(conn, report.source_version)
+    journal = _load_journal(journal_path)
+    if journal is None or journal.source != identity or journal.phase not in (JournalPhase.KV_DONE,
+                                                                              JournalPhase.KV_INSTALLED):
+        remove_kv_dir(build_dir)  # nothing durable yet: start from the untouched KV dir
+        journal = MigrationJournal(source=identity, origin_version=report.source_version, started_at=_now(),
+                                   updated_at=_now())
+    else:
+        report.resumed = True
+
+    def save() -> None:
+        _save_journal(journal_path, journal)
+
+    mark = time.monotonic()
     with WriteTransaction(conn) as txn:
         txn.begin()
-        kv = KvBuilder(kv_dir) if kv_dir.exists() else None
-        try:
-            mark = time.monotonic()
-            steps = apply_schema_steps(conn, report.source_version, light=light, target=options.target_version,
-                                       network=network, kv=kv)
-            report.timings.later_steps_seconds = _since(mark)  # a KV-era source has no fill: only these steps
-            report.kv_era_steps = steps.model_dump(mode="json")
-        finally:
+        if journal.phase is JournalPhase.UNITS:
+            kv = None
+            if kv_dir.exists():
+                link_copy_kv(kv_dir, build_dir)
+                kv = KvBuilder(build_dir)
+            try:
+                if kv is not None and report.source_version < STORAGE_SIZE_STEP <= options.target_version:
+                    journal.storage_sizes = storage_sizes(kv)  # before step 39 retypes the values
+                steps = apply_schema_steps(conn, report.source_version, light=light, target=options.target_version,
+                                           network=network, kv=kv)
+            finally:
+                if kv is not None:
+                    kv.close()
             if kv is not None:
-                kv.close()
+                fsync_tree(build_dir)
+            journal.phase = JournalPhase.KV_DONE
+            save()
+        else:
+            steps = apply_schema_steps(conn, report.source_version, light=light, target=options.target_version,
+                                       network=network, kv=None)
+            _set_storage_sizes(conn, journal.storage_sizes)
+        report.kv_era_steps = steps.model_dump(mode="json")
+        report.timings.later_steps_seconds = _since(mark)  # a KV-era source has no fill: only these steps
+        killpoint("engine.kv_era_before_install")
+        if journal.phase is JournalPhase.KV_DONE:
+            if build_dir.exists():
+                _install_kv(build_dir, kv_dir)
+            journal.phase = JournalPhase.KV_INSTALLED
+            save()
+        killpoint("engine.kv_era_before_commit")
         conn.execute(f"PRAGMA user_version={options.target_version}")
         txn.commit()
-        report.completed = True
+    journal.phase = JournalPhase.COMMITTED
+    save()
+    report.completed = True
     report.elapsed_seconds = round(time.monotonic() - started, 3)
     return report
 
@@ -491,8 +542,11 @@ def _fill_units(conn: apsw.Connection, db_path: Path, kv: KvBuilder, ctx: ReadCo
     try:
         with open_pool(jobs) as pool:
             for result in pool.imap(read_and_transform, tasks):
-                if result is None:
-                    continue  # the copy changed under us? it cannot: nothing else writes it; nothing to write
+                if isinstance(result, SqliteFailure):
+                    raise result.exception()  # the same apsw error type as in one process (full disk, ...)
+                if result is None:  # nothing writes the copy during the fill: its units cannot have gone
+                    raise MigrationError("a chunk of units vanished from the copy during the fill",
+                                         hint="something else wrote the staged copy; run `upgrade stage` again")
                 for failure in result.failures:
                     _record_failure(journal, failure)
                 killpoint("engine.mid_units_chunk")

@@ -21,7 +21,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from bluegreen.durable import fsync_dir
+from bluegreen.durable import fsync_dir, fsync_file
+from bluegreen.engine.kvwriter import KV_NOT_DATA, is_kv_data  # noqa: F401 - re-exported
+from bluegreen.engine.kvwriter import link_copy_kv as kv_link_copy
 from bluegreen.engine.rocks_options import open_read_only
 from bluegreen.lifecycle import fingerprint as fpmod
 from bluegreen.lifecycle.killpoints import killpoint
@@ -37,7 +39,6 @@ KV_AT_PROMOTE = "kv-at-promote"  # in work/: green's KV as it went live (hard-li
 KV_AT_PROMOTE_PARTIAL = KV_AT_PROMOTE + ".partial"  # being built; renamed to KV_AT_PROMOTE once complete
 LEGACY_KV_KEYS_FILE = "green-kv-keys-at-promote.txt"  # the baseline of older bluegreens: every key, hex
 # Files RocksDB itself rewrites or that carry no data: never part of a copy or of the "KV changed?" question.
-KV_NOT_DATA = ("LOCK", "LOG")
 
 
 class GreenChanges(BaseModel):
@@ -107,11 +108,6 @@ def _estimate_keys(db: object) -> int:
         return 0
 
 
-def is_kv_data(name: str) -> bool:
-    """False for RocksDB's LOCK and info logs (LOG, LOG.old.*): no data, and rewritten by every open."""
-    return name not in KV_NOT_DATA and not name.startswith("LOG.old.")
-
-
 class FrozenKv(BaseModel):
     """Green's KV as promote froze it (`<staging>/work/kv-at-promote/rocksdb/`): rollback's KV baseline."""
 
@@ -122,16 +118,14 @@ class FrozenKv(BaseModel):
 
 
 def link_copy_kv(kv_dir: Path, dst_root: Path) -> tuple[int, int, int]:
-    """Copy the RocksDB dir `kv_dir` to `dst_root/rocksdb/`: `.sst` hard-linked (RocksDB never modifies one),
-    every other data file copied and fsynced; LOCK and info logs left out. O(files), reads no key.
-
+    """Copy the RocksDB dir `kv_dir` to `dst_root/rocksdb/` in O(files) (`kvwriter.link_copy_kv`: `.sst`
+    hard-linked, other data files copied; LOCK and info logs left out), then fsync every copied file.
     Returns (sst linked, files copied, bytes copied). The copy's dirs are not fsynced (`freeze_kv` does)."""
-    from bluegreen.lifecycle.snapshot import copy_tree_files  # lazy: snapshot imports state, state this
-
-    assert kv_dir.name == KV_DIR_NAME, kv_dir  # copy_tree_files links .sst under "rocksdb/" only
-    rels = [f"{KV_DIR_NAME}/{r}" for r in fpmod.walk_files(kv_dir) if is_kv_data(r.rsplit("/", 1)[-1])]
-    copied, bcopied, linked, _ = copy_tree_files(kv_dir.parent, dst_root, rels, link_sst=True)
-    (dst_root / KV_DIR_NAME).mkdir(parents=True, exist_ok=True)  # an empty KV dir is still a dir
+    dst = dst_root / KV_DIR_NAME
+    linked, copied, bcopied = kv_link_copy(kv_dir, dst)
+    for rel in fpmod.walk_files(dst):
+        if not rel.endswith(".sst"):
+            fsync_file(dst / rel)
     return linked, copied, bcopied
 
 
