@@ -159,6 +159,27 @@ def _page_size(db_path: Path) -> int:
     return 65536 if v == 1 else v
 
 
+def _cut_short(db_path: Path, header: fpmod.SqliteHeader) -> bool:
+    """The file is shorter than the database size its header states (trusted only when the header's
+    version-valid-for number equals its change counter, as SQLite itself requires)."""
+    with open(db_path, "rb") as f:
+        head = f.read(96)
+    valid_for = int.from_bytes(head[92:96], "big") if len(head) == 96 else -1
+    return valid_for == header.change_counter and header.page_count * _page_size(db_path) > db_path.stat().st_size
+
+
+def _damaged(db_path: Path, header: fpmod.SqliteHeader, what: str) -> SourceDataError:
+    """The error for a source SQLite file SQLite cannot read whole (SQLite's own text can be as bare as "not
+    an error" for a file cut short: say what it means)."""
+    size = db_path.stat().st_size
+    expected = header.page_count * _page_size(db_path)
+    short = f"; the file has {size} bytes, its header promises {expected}" if expected > size else ""
+    return SourceDataError(
+        f"{db_path} is damaged ({what}{short}); nothing was changed in the data dir",
+        "restore the node's database from a backup (or resync the node); then re-run `upgrade stage`",
+    )
+
+
 def backup_sqlite(db_path: Path, dst_path: Path, progress: Progress | None = None) -> tuple[int, bool]:
     """Consistent copy of `db_path` into `dst_path` via the backup API; returns (pages, read immutably)."""
     header = fpmod.read_sqlite_header(db_path)
@@ -168,22 +189,27 @@ def backup_sqlite(db_path: Path, dst_path: Path, progress: Progress | None = Non
     immutable = header.wal_mode and not wal.exists()
     before = os.stat(db_path) if immutable else None
     try:
-        src = open_source(db_path, immutable)
-        try:
-            pages = _backup(src, dst_path, progress)
-        finally:
-            src.close()
+        if immutable and _cut_short(db_path, header):
+            raise _damaged(db_path, header, "cut short")
+        if immutable:
+            # WAL mode and no -wal: nobody has the database open and every commit is in the main file, so the
+            # file is itself a consistent snapshot. A plain copy (the kernel's copy_file_range/sendfile) is
+            # 3-4x faster than the backup API's page-by-page copy; the checks below catch anyone who opened
+            # or wrote it meanwhile, as they do for the backup.
+            shutil.copyfile(db_path, dst_path)
+            pages = dst_path.stat().st_size // _page_size(dst_path)
+            if progress:
+                progress("snapshot sqlite", pages, pages)
+        else:
+            src = open_source(db_path, immutable)
+            try:
+                pages = _backup(src, dst_path, progress)
+            finally:
+                src.close()
     except apsw.FullError as exc:
         raise OSError(errno.ENOSPC, str(exc)) from exc
     except (apsw.CorruptError, apsw.NotADBError) as exc:
-        # SQLite's text can be as bare as "not an error" for a file cut short: say what it means.
-        size = db_path.stat().st_size
-        expected = header.page_count * _page_size(db_path)
-        short = f"; the file has {size} bytes, its header promises {expected}" if expected > size else ""
-        raise SourceDataError(
-            f"{db_path} is damaged (SQLite: {type(exc).__name__}: {exc}{short}); nothing was changed in the data dir",
-            "restore the node's database from a backup (or resync the node); then re-run `upgrade stage`",
-        ) from exc
+        raise _damaged(db_path, header, f"SQLite: {type(exc).__name__}: {exc}") from exc
     except apsw.Error as exc:
         raise SourceDataError(f"cannot read {db_path} with SQLite: {exc}",
                               "if the node was killed mid-write, start and stop it once so SQLite recovers "
