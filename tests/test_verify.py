@@ -314,7 +314,21 @@ def test_violation_already_in_blue_is_not_new(v31_pair: tuple[Path, Path]) -> No
     for side in (blue, green):
         sql(side, "UPDATE units SET best_parent_unit=? WHERE unit=?", (ghost, GENESIS))
     fk = check(verify_green(blue, green), CHECK_FOREIGN_KEYS)
-    assert fk.passed and fk.checked == 1 and "1 violation(s) in green, 1 in blue" in fk.detail
+    assert fk.passed and fk.checked == 1 and "1 violation(s) in green, 1 in blue's units" in fk.detail
+
+
+def test_blue_is_asked_only_about_the_tables_where_green_has_violations(v31_pair: tuple[Path, Path]) -> None:
+    """Blue's own violations elsewhere cannot change the verdict, and a healthy green needs no read of blue."""
+    blue, green = v31_pair
+    ghost = "GhostUnitGhostUnitGhostUnitGhostUnitGhost0A="
+    sql(blue, "UPDATE units SET best_parent_unit=? WHERE unit=?", (ghost, GENESIS))  # blue's own, in units
+    fk = check(verify_green(blue, green), CHECK_FOREIGN_KEYS)
+    assert fk.passed and fk.checked == 0 and "blue not read (green has none)" in fk.detail
+    [(rowid, unit)] = sql(green, "SELECT rowid, unit FROM units WHERE unit<>? LIMIT 1", (GENESIS,))
+    sql(green, "UPDATE units SET best_parent_unit=? WHERE unit=?", (ghost, unit))  # a new one in green
+    fk = check(verify_green(blue, green), CHECK_FOREIGN_KEYS)
+    assert not fk.passed and fk.first_failures == [f"units rowid={rowid} -> missing parent in units"], fk
+    assert "1 violation(s) in green, 1 in blue's units" in fk.detail  # blue's own one, in the same table
 
 
 def test_wrong_user_version_fails_only_user_version(v31_pair: tuple[Path, Path]) -> None:

@@ -437,7 +437,8 @@ def _progress_saver(store: StateStore, state: StagingState, user: ProgressFn | N
 # measured on generated nodes, e.g. no data feeds at all, would not transfer to a mainnet node.)
 COMMAND_STEPS: dict[str, tuple[str, ...]] = {
     "stage": ("snapshot sqlite", "snapshot files", "quick_check", "schema steps", "units", "data_feeds"),
-    "verify": ("integrity_check", "foreign_key_check (blue)", "foreign_key_check", "row_counts", "kv_units",
+    # ("foreign_key_check (blue)" only when green has violations: then blue's same tables are checked)
+    "verify": ("integrity_check", "foreign_key_check", "row_counts", "kv_units",
                "kv_data_feeds", "balls", greendiff.STEP_ROW_COUNTS),
     # row counts: only for a green verified by an older bluegreen (verify takes them now)
     "promote": (STEP_OTHER_FILES, greendiff.STEP_ROW_COUNTS, ownership.STEP_OWNERSHIP, greendiff.STEP_KV_FREEZE,

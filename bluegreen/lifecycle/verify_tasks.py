@@ -1,7 +1,7 @@
 """The full verify as independent tasks spread over every core (`verify --jobs N`).
 
-A full verify is eight checks of very unequal cost: `integrity_check` of green, `foreign_key_check` of blue
-and of green, the hash pass over every stored joint, the data-feed compare, the re-hash of every ball, and a
+A full verify is eight checks of very unequal cost: `integrity_check` of green, `foreign_key_check` of green
+(and of blue's tables where green has violations), the hash pass over every stored joint, the data-feed compare, the re-hash of every ball, and a
 few small SQL checks. Run one after the other they leave all cores but one idle. Here each check, or each
 range of a check that splits (the hash pass by unit-id range, the balls by rowid range), is one picklable
 `VerifyTask`: paths and constants in, a `PartResult` out. Every task opens its own read-only connections,
@@ -44,8 +44,7 @@ TASKS_PER_JOB = 4  # at least this many ranges per worker, so ranges balance aro
 MAX_RANGES = 4096  # two base64 characters
 
 KIND_INTEGRITY = "integrity"
-KIND_FK_BLUE = "fk_blue"
-KIND_FK_GREEN = "fk_green"
+KIND_FK = "fk"
 KIND_SQL = "sql"
 KIND_KV_UNITS = "kv_units"
 KIND_KV_FEEDS = "kv_feeds"
@@ -79,14 +78,13 @@ class VerifyTask:
 
 @dataclass
 class PartResult:
-    """What one task found: whole checks, or the tally of one range, or blue's/green's FK violations."""
+    """What one task found: whole checks, or the tally of one range."""
 
     kind: str
     part: int
     seconds: float = 0.0
     checks: list[VerifyCheck] = field(default_factory=list)
     tally: v._Tally | None = None
-    violations: list[tuple[str, int | None, str]] | None = None
     error: str | None = None  # the task could not run: its check fails with this reason
 
 
@@ -128,11 +126,11 @@ def plan(env: VerifyEnv, jobs: int, units: int, balls: int, balls_rowids: tuple[
     ball_tasks = [VerifyTask(KIND_BALLS, i, env, lo, hi)
                   for i, (lo, hi) in enumerate(rowid_ranges(*balls_rowids, n_balls))]
     feed_tasks = [VerifyTask(KIND_KV_FEEDS, 0, env)] if kv_ok else []
-    fk = [VerifyTask(KIND_FK_BLUE, 0, env), VerifyTask(KIND_FK_GREEN, 0, env)]
+    fk = [VerifyTask(KIND_FK, 0, env)]
     integrity, sql = VerifyTask(KIND_INTEGRITY, 0, env), VerifyTask(KIND_SQL, 0, env)
     if jobs <= 1:
         return [integrity, *fk, sql, *unit_tasks, *feed_tasks, *ball_tasks]
-    return [integrity, *fk[::-1], *unit_tasks, *ball_tasks, *feed_tasks, sql]
+    return [integrity, *fk, *unit_tasks, *ball_tasks, *feed_tasks, sql]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,10 +164,8 @@ def _integrity(task: VerifyTask, progress: Progress | None) -> PartResult:
 
 
 def _fk(task: VerifyTask, progress: Progress | None) -> PartResult:
-    blue_side = task.kind == KIND_FK_BLUE
-    step = v.CHECK_FOREIGN_KEYS + (" (blue)" if blue_side else "")
     return _with_dbs(task, lambda b, g: PartResult(task.kind, task.part,
-                                                   violations=v._fk_violations(b if blue_side else g, step, progress)))
+                                                   checks=[v.check_foreign_keys(b, g, progress)]))
 
 
 def _sql(task: VerifyTask, progress: Progress | None) -> PartResult:
@@ -220,7 +216,7 @@ def _balls(task: VerifyTask, progress: Progress | None) -> PartResult:
 
 
 RUNNERS: dict[str, Callable[[VerifyTask, Progress | None], PartResult]] = {
-    KIND_INTEGRITY: _integrity, KIND_FK_BLUE: _fk, KIND_FK_GREEN: _fk, KIND_SQL: _sql,
+    KIND_INTEGRITY: _integrity, KIND_FK: _fk, KIND_SQL: _sql,
     KIND_KV_UNITS: _kv_units, KIND_KV_FEEDS: _kv_feeds, KIND_BALLS: _balls,
 }
 
@@ -256,19 +252,6 @@ def _timed(check: VerifyCheck, seconds: float) -> VerifyCheck:
     return check.model_copy(update={"seconds": round(seconds, 3)})
 
 
-def _merge_fk(blue: PartResult, green: PartResult) -> VerifyCheck:
-    seconds = blue.seconds + green.seconds
-    if blue.error or green.error:
-        return _failed(v.CHECK_FOREIGN_KEYS, str(blue.error or green.error), seconds)
-    tally = v._Tally(v.CHECK_FOREIGN_KEYS)
-    known = set(blue.violations or [])
-    for table, rowid, parent in green.violations or []:
-        tally.checked += 1
-        if (table, rowid, parent) not in known:
-            tally.fail(f"{table} rowid={rowid} -> missing parent in {parent}")
-    return _timed(tally.result(f"{len(green.violations or [])} violation(s) in green, {len(known)} in blue"), seconds)
-
-
 def _merge_ranges(name: str, parts: list[PartResult], finish: Callable[[v._Tally], VerifyCheck]) -> VerifyCheck:
     seconds = sum(p.seconds for p in parts)
     errors = [p.error for p in parts if p.error]
@@ -297,7 +280,7 @@ def merge(results: list[PartResult], env: VerifyEnv, kv_error: str | None,
         return [_timed(c, r.seconds / len(r.checks)) for c in r.checks]
 
     checks = single(KIND_INTEGRITY, [v.CHECK_INTEGRITY])
-    checks.append(_merge_fk(by_kind[KIND_FK_BLUE][0], by_kind[KIND_FK_GREEN][0]))
+    checks += single(KIND_FK, [v.CHECK_FOREIGN_KEYS])
     checks += single(KIND_SQL, [v.CHECK_USER_VERSION, v.CHECK_SCHEMA, v.CHECK_ROW_COUNTS])
     if kv_error is not None or units_error is not None:
         checks.append(_failed(v.CHECK_KV_UNITS, str(kv_error or units_error), 0.0))
@@ -316,8 +299,8 @@ def merge(results: list[PartResult], env: VerifyEnv, kv_error: str | None,
 # the full verify
 
 
-_STEP_OF_KIND = {KIND_INTEGRITY: v.CHECK_INTEGRITY, KIND_FK_BLUE: v.CHECK_FOREIGN_KEYS + " (blue)",
-                 KIND_FK_GREEN: v.CHECK_FOREIGN_KEYS, KIND_SQL: v.CHECK_ROW_COUNTS, KIND_KV_UNITS: v.CHECK_KV_UNITS,
+_STEP_OF_KIND = {KIND_INTEGRITY: v.CHECK_INTEGRITY, KIND_FK: v.CHECK_FOREIGN_KEYS, KIND_SQL: v.CHECK_ROW_COUNTS,
+                 KIND_KV_UNITS: v.CHECK_KV_UNITS,
                  KIND_KV_FEEDS: v.CHECK_KV_DATA_FEEDS, KIND_BALLS: v.CHECK_BALLS}
 
 
