@@ -245,8 +245,9 @@ def foreign_keys_result(green_rows: list[tuple[str, int | None, str]], known: se
         tally.checked += 1
         if (table, rowid, parent) not in known:
             tally.fail(f"{table} rowid={rowid} -> missing parent in {parent}")
-    where = f"in blue's {', '.join(tables)}" if tables else "blue not read (green has none)"
-    return tally.result(f"{len(green_rows)} violation(s) in green, {len(known)} {where}")
+    if not tables:
+        return tally.result(f"{len(green_rows)} violation(s) in green; blue not read (green has none)")
+    return tally.result(f"{len(green_rows)} violation(s) in green, {len(known)} in blue's {', '.join(tables)}")
 
 
 def check_foreign_keys(blue: apsw.Connection, green: apsw.Connection,
