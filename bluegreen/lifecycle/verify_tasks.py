@@ -130,7 +130,8 @@ def plan(env: VerifyEnv, jobs: int, units: int, balls: int, balls_rowids: tuple[
     integrity, sql = VerifyTask(KIND_INTEGRITY, 0, env), VerifyTask(KIND_SQL, 0, env)
     if jobs <= 1:
         return [integrity, *fk, sql, *unit_tasks, *feed_tasks, *ball_tasks]
-    return [integrity, *fk, *unit_tasks, *ball_tasks, *feed_tasks, sql]
+    # the whole (unsplit) checks first, longest first; the many short ranges after them fill in the tail
+    return [integrity, *fk, *feed_tasks, sql, *unit_tasks, *ball_tasks]
 
 
 # ---------------------------------------------------------------------------------------------
