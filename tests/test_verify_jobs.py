@@ -142,3 +142,19 @@ def test_an_idle_worker_takes_the_next_task_while_a_long_one_runs() -> None:
     assert order[-1] == 0  # the six short tasks all finished on the other worker first
     with open_pool(1) as inline:
         assert list(inline.imap_unordered(abs, [-1, -2])) == [(0, 1), (1, 2)]
+
+
+def test_balls_checked_in_small_windows_give_the_same_report(migrated: tuple[Path, Path], tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The balls check reads its range in windows of rowids (memory bounded on any node); windows smaller
+    than a range, and ranges smaller than a window, see every ball once."""
+    from bluegreen.lifecycle import verify
+
+    blue, good = migrated
+    green = tmp_path / "green"
+    shutil.copytree(good, green)
+    _tamper(green)
+    whole = verify_green(blue, green, target_version=50, jobs=2)
+    monkeypatch.setattr(verify, "BALLS_PER_QUERY", 7)
+    windowed = verify_green(blue, green, target_version=50, jobs=1)
+    assert _findings(windowed) == _findings(whole)

@@ -725,31 +725,42 @@ def _grouped(rows: Iterator[tuple[Any, ...]]) -> dict[str, list[tuple[Any, Any]]
     return out
 
 
+BALLS_PER_QUERY = 20_000  # rowids per window of the bulk queries: bounds memory whatever the range's size
+
+
 def check_balls_part(green: apsw.Connection, lo: int | None = None, hi: int | None = None,
                      progress: Progress | None = None, total: int | None = None) -> _Tally:
     """Check 8 over the balls with lo <= rowid < hi (None: open end), in rowid order.
 
-    Three queries for the whole range (its balls; the parents' and the skiplist units' balls of their units,
-    grouped by unit in the same order as the one-unit queries of `_ball_rows`) instead of two per ball."""
+    Per window of BALLS_PER_QUERY rowids, three queries (its balls; the parents' and the skiplist units' balls
+    of their units, grouped by unit in the same order as the one-unit queries of `_ball_rows`) instead of two
+    per ball; the window keeps the grouped rows small on any node."""
     tally = _Tally(CHECK_BALLS)
-    conds = [c for c, v in (("cb.rowid >= ?", lo), ("cb.rowid < ?", hi)) if v is not None]
-    where = f" WHERE {' AND '.join(conds)}" if conds else ""
-    bind = tuple(v for v in (lo, hi) if v is not None)
-    parents = _grouped(green.execute(
-        "SELECT p.child_unit, p.parent_unit, pb.ball FROM balls AS cb JOIN parenthoods AS p ON p.child_unit=cb.unit "
-        f"LEFT JOIN balls AS pb ON p.parent_unit=pb.unit{where} ORDER BY p.child_unit, pb.ball, p.parent_unit", bind))
-    skiplist = _grouped(green.execute(
-        "SELECT s.unit, s.skiplist_unit, sb.ball FROM balls AS cb JOIN skiplist_units AS s ON s.unit=cb.unit "
-        f"LEFT JOIN balls AS sb ON s.skiplist_unit=sb.unit{where} ORDER BY s.unit, s.skiplist_unit", bind))
-    rows = green.execute("SELECT cb.ball, cb.unit, units.sequence FROM balls AS cb LEFT JOIN units USING(unit)"
-                         f"{where} ORDER BY cb.rowid", bind)
-    for i, (ball, unit, sequence) in enumerate(rows, 1):
-        tally.checked += 1
-        problem = _ball_problem(str(ball), str(unit), sequence, parents.get(unit, []), skiplist.get(unit, []))
-        if problem is not None:
-            tally.fail(problem)
-        if total is not None:
-            _tick(progress, CHECK_BALLS, i, total)
+    bounds = green.execute("SELECT min(rowid), max(rowid) FROM balls WHERE (? IS NULL OR rowid >= ?) "
+                           "AND (? IS NULL OR rowid < ?)", (lo, lo, hi, hi)).fetchall()[0]
+    if bounds[0] is None:
+        return tally
+    done = 0
+    for start in range(int(bounds[0]), int(bounds[1]) + 1, BALLS_PER_QUERY):
+        window = (start, min(start + BALLS_PER_QUERY, int(bounds[1]) + 1))  # never past the range's last ball
+        where = " WHERE cb.rowid >= ? AND cb.rowid < ?"
+        parents = _grouped(green.execute(
+            "SELECT p.child_unit, p.parent_unit, pb.ball FROM balls AS cb JOIN parenthoods AS p "
+            f"ON p.child_unit=cb.unit LEFT JOIN balls AS pb ON p.parent_unit=pb.unit{where} "
+            "ORDER BY p.child_unit, pb.ball, p.parent_unit", window))
+        skiplist = _grouped(green.execute(
+            "SELECT s.unit, s.skiplist_unit, sb.ball FROM balls AS cb JOIN skiplist_units AS s ON s.unit=cb.unit "
+            f"LEFT JOIN balls AS sb ON s.skiplist_unit=sb.unit{where} ORDER BY s.unit, s.skiplist_unit", window))
+        rows = green.execute("SELECT cb.ball, cb.unit, units.sequence FROM balls AS cb LEFT JOIN units USING(unit)"
+                             f"{where} ORDER BY cb.rowid", window)
+        for ball, unit, sequence in rows:
+            tally.checked += 1
+            done += 1
+            problem = _ball_problem(str(ball), str(unit), sequence, parents.get(unit, []), skiplist.get(unit, []))
+            if problem is not None:
+                tally.fail(problem)
+            if total is not None:
+                _tick(progress, CHECK_BALLS, done, total)
     return tally
 
 
