@@ -395,16 +395,8 @@ def _run(conn: apsw.Connection, db_path: Path, kv_dir: Path, journal_path: Path,
                     hint="see the migration report for every failing unit; the live node is untouched. "
                          "Repair or resync the source database, then run `upgrade stage` again",
                 )
-            killpoint("engine.before_kv_install")
-            if journal.phase is JournalPhase.KV_DONE:
-                _install_kv(build_dir, kv_dir)
-                journal.phase = JournalPhase.KV_INSTALLED
-                save()
-            killpoint("engine.before_commit")
-            conn.execute(f"PRAGMA user_version={options.target_version}")
-            txn.commit()
-            journal.phase = JournalPhase.COMMITTED
-            save()
+            _install_and_commit(txn, journal, save, build_dir, kv_dir, options.target_version,
+                                ("engine.before_kv_install", "engine.before_commit"))
             report.completed = True
         except MigrationError as exc:
             exc.report = report  # type: ignore[attr-defined]
@@ -477,17 +469,9 @@ def _run_kv_era(conn: apsw.Connection, kv_dir: Path, journal_path: Path, options
             _set_storage_sizes(conn, journal.storage_sizes)
         report.kv_era_steps = steps.model_dump(mode="json")
         report.timings.later_steps_seconds = _since(mark)  # a KV-era source has no fill: only these steps
-        killpoint("engine.kv_era_before_install")
-        if journal.phase is JournalPhase.KV_DONE:
-            if build_dir.exists():
-                _install_kv(build_dir, kv_dir)
-            journal.phase = JournalPhase.KV_INSTALLED
-            save()
-        killpoint("engine.kv_era_before_commit")
-        conn.execute(f"PRAGMA user_version={options.target_version}")
-        txn.commit()
-    journal.phase = JournalPhase.COMMITTED
-    save()
+        _install_and_commit(txn, journal, save, build_dir, kv_dir, options.target_version,
+                            ("engine.kv_era_before_install", "engine.kv_era_before_commit"),
+                            built=build_dir.exists() or kv_dir.exists())
     report.completed = True
     report.elapsed_seconds = round(time.monotonic() - started, 3)
     return report
@@ -590,6 +574,24 @@ def _count_orphan_feeds(conn: apsw.Connection) -> int:
         "SELECT COUNT(*) FROM data_feeds WHERE NOT EXISTS (SELECT 1 FROM units WHERE units.unit=data_feeds.unit) "
         "OR NOT EXISTS (SELECT 1 FROM unit_authors WHERE unit_authors.unit=data_feeds.unit)"
     ).fetchone()[0])
+
+
+def _install_and_commit(txn: WriteTransaction, journal: MigrationJournal, save: Callable[[], None], build_dir: Path,
+                        kv_dir: Path, target_version: int, kill_points: tuple[str, str], *, built: bool = True) -> None:
+    """The end of every run: the built KV in place of the copy's (journal KV_INSTALLED), then `user_version`
+    and the SQL commit (COMMITTED). Each part runs once: a re-run after a kill between them skips what is done.
+    `built`: a KV was built (False: a KV-era copy without a KV dir, nothing to install)."""
+    killpoint(kill_points[0])
+    if journal.phase is JournalPhase.KV_DONE:
+        if built:
+            _install_kv(build_dir, kv_dir)
+        journal.phase = JournalPhase.KV_INSTALLED
+        save()
+    killpoint(kill_points[1])
+    txn.conn.execute(f"PRAGMA user_version={target_version}")
+    txn.commit()
+    journal.phase = JournalPhase.COMMITTED
+    save()
 
 
 def _install_kv(build_dir: Path, kv_dir: Path) -> None:
