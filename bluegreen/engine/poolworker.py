@@ -54,7 +54,7 @@ def main(argv: list[str]) -> None:
     _die_with_parent(parent)
     # Ctrl-C reaches the whole process group: the main process handles it (and closes our pipe).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import bluegreen.engine.transform  # noqa: F401 - warm up while the main process reads the first chunk
+    import bluegreen.engine.transform  # noqa: F401 - warm up (hashing, JSON) while the first task is planned
 
     serve(Connection(int(argv[1])))
 

@@ -7,7 +7,6 @@ queries give them."""
 
 from __future__ import annotations
 
-import marshal
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,8 +85,8 @@ _BY_UNIT = {"parents", "balls", "skiplist", "witnesses", "ehcr", "authors", "aut
 class TableRows(NamedTuple):
     """The rows of one query for one chunk, with the query's column names (what each position holds).
 
-    This is what crosses the process boundary to a worker: plain tuples (cheap to pickle) plus the column
-    list, which the receiver checks against the shape it expects (`UnitChunk.from_raw`)."""
+    Plain tuples plus the column list, which the grouping checks against the shape it expects
+    (`UnitChunk.from_raw`): rows are named shapes, not positions trusted blindly."""
 
     columns: tuple[str, ...]
     rows: list[tuple[Any, ...]]
@@ -105,22 +104,8 @@ class RawChunk:
     def last_rowid(self) -> int:
         return int(self.units.rows[-1][0])
 
-    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
-        # Pickled (to a worker) as one marshal blob: SQLite values are ints, floats, str, bytes and None,
-        # which marshal writes ~5x faster than pickle, and this runs in the main process, the serial part.
-        plain = (tuple(self.units.columns), self.units.rows,
-                 {name: (tuple(t.columns), t.rows) for name, t in self.tables.items()})
-        return _raw_chunk_from_wire, (marshal.dumps(plain),)
-
     def __len__(self) -> int:
         return len(self.units.rows)
-
-
-def _raw_chunk_from_wire(blob: bytes) -> RawChunk:
-    """The RawChunk that `RawChunk.__reduce__` packed (same interpreter on both sides: our own workers)."""
-    unit_cols, unit_rows, tables = marshal.loads(blob)
-    return RawChunk(units=TableRows(unit_cols, unit_rows),
-                    tables={name: TableRows(cols, rows) for name, (cols, rows) in tables.items()})
 
 
 # The leading columns each child query must return (grouping keys); checked when a chunk is grouped.
