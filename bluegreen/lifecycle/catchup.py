@@ -23,7 +23,7 @@ from bluegreen.durable import atomic_write_json, fsync_dir, fsync_file
 from bluegreen.engine.catchup import CatchUpStats, CatchUpTimings, catch_up_copy, timed
 from bluegreen.errors import OutOfSpaceError, PreflightError, VerificationFailed
 from bluegreen.lifecycle import fingerprint as fpmod
-from bluegreen.lifecycle import ownership, snapshot, storage_errors
+from bluegreen.lifecycle import greendiff, ownership, snapshot, storage_errors
 from bluegreen.lifecycle.killpoints import killpoint
 from bluegreen.lifecycle.layout import Layout
 from bluegreen.lifecycle.state import OnlinePosition, Phase, SpaceEstimate, StagingState, StateStore
@@ -187,21 +187,11 @@ def check_space(lay: Layout) -> SpaceEstimate:
     return est
 
 
-def _row_counts(db: Path) -> dict[str, int]:
-    conn = snapshot.open_readonly_quiet(db)
-    try:
-        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' "
-                                            "AND name NOT LIKE 'sqlite_%'")]
-        return {n: int(conn.execute(f"SELECT COUNT(*) FROM `{n}`").fetchone()[0]) for n in names}
-    finally:
-        conn.close()
-
-
 def _check_counts(prev: Path, source_new: Path, green_old: Path, green_new: Path) -> dict[str, int]:
     """Row counts: green's change per table equals blue's change per table (the steps are the same both times).
 
     Returns the new green's count of every table (promote's rollback baseline: no recount at promote)."""
-    a, b, c, d = (_row_counts(p) for p in (prev, source_new, green_old, green_new))
+    a, b, c, d = (greendiff.row_counts(p) for p in (prev, source_new, green_old, green_new))
     bad = [f"{t}: blue {a.get(t, 0)} -> {b.get(t, 0)}, green {c.get(t, 0)} -> {d.get(t, 0)}"
            for t in sorted(set(c) | set(d)) if t in b and d.get(t, 0) - c.get(t, 0) != b[t] - a.get(t, 0)]
     if bad:
