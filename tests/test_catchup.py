@@ -20,9 +20,11 @@ import pytest
 
 from bluegreen.engine.kvwriter import iter_kv
 from bluegreen.engine.migrate import MigrationOptions, migrate_copy
+from bluegreen.engine.pagediff import build_page_index, changed_rowids_indexed, rowid_tables
 from bluegreen.generator import generate_node_dir
 from bluegreen.generator.extend import extend_node_dir
 from bluegreen.lifecycle import command, greendiff, snapshot
+from bluegreen.lifecycle.catchup import COPY_ENV
 from bluegreen.lifecycle.state import Phase, StateStore
 from test_lifecycle_support import cli_json
 
@@ -121,7 +123,13 @@ def _hard_cases(prev: Path, final: Path) -> dict[str, int]:
             "spent": len(unspent & spent_now)}
 
 
-def test_catch_up_under_a_writer_then_promote_equals_a_fresh_migration(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["patch", "copy"])
+def test_catch_up_under_a_writer_then_promote_equals_a_fresh_migration(tmp_path: Path, mode: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`patch`: green patched in place with the rows blue changed (the default where the steps allow it);
+    `copy`: green's SQLite built from a whole copy of the new snapshot. Both must equal a fresh migration."""
+    if mode == "copy":
+        monkeypatch.setenv(COPY_ENV, "1")
     g = generate_node_dir(tmp_path / "node", units=500, version=28, seed=11)
     node = g.out
     staging = tmp_path / "node.bluegreen"
@@ -166,14 +174,18 @@ def test_catch_up_under_a_writer_then_promote_equals_a_fresh_migration(tmp_path:
     assert list(p.downtime_parts)[0] == "catch_up" and "swap" in p.downtime_parts
     assert abs(sum(p.downtime_parts.values()) - p.downtime_seconds) < 0.05, p.downtime_parts
     tm = p.catch_up.timings
-    assert tm.snapshot > 0 and tm.diff > 0 and tm.joints > 0 and tm.install > 0
+    assert tm.diff > 0 and tm.joints > 0 and tm.install > 0
+    # patch: blue's own file is read (node stopped), nothing copied; copy: a snapshot and a copy of it
+    assert (tm.snapshot == 0 and tm.copy_sqlite == 0) if mode == "patch" else (tm.snapshot > 0 and tm.copy_sqlite > 0)
     assert sum(tm.model_dump().values()) <= p.catch_up.seconds + 0.05
     state = StateStore(staging).load()
     assert state is not None and state.phase == Phase.PROMOTED and len(state.catch_ups) == 4
     # rollback's baseline: the caught-up green's counts from the catch-up's own check, not counted again
     assert "row counts" not in steps
     assert state.green_row_counts_promoted == greendiff.row_counts(node / "byteball.sqlite")
-    assert state.online_position is not None and state.online_position.method == "copy (node stopped)"
+    assert state.online_position is not None and state.online_position.method == (
+        "blue's own file (node stopped)" if mode == "patch" else "copy (node stopped)")
+    assert (state.prev_behind is not None) == (mode == "patch")  # the kept snapshot is older than green
     final_blue = staging / "blue-previous" / "byteball.sqlite"
     for prev in (first_prev, c1_prev):
         cases = _hard_cases(prev, final_blue)
@@ -184,9 +196,41 @@ def test_catch_up_under_a_writer_then_promote_equals_a_fresh_migration(tmp_path:
     assert_same_as_oracle(node, oracle)
     # every catch-up compared only the rows on changed pages; on these real snapshots (a writer running, rows
     # updated in place, units voided) that finds exactly the units a compare of every row finds
-    assert all(c.diff_method == "pages" and 0 < c.rows_compared for c in state.catch_ups), state.catch_ups
-    for old, new in ((first_prev, c1_prev), (c1_prev, c3_prev), (first_prev, c3_prev)):
-        assert _diff_units(old, new, pages=True) == _diff_units(old, new, pages=False)
+    method = "pages (row patch)" if mode == "patch" else "pages"
+    assert all(c.diff_method == method and 0 < c.rows_compared and (c.copy_reason == "") == (mode == "patch")
+               for c in state.catch_ups), \
+        state.catch_ups
+    for old, new in ((first_prev, c1_prev), (c1_prev, c3_prev), (first_prev, c3_prev), (c3_prev, final_blue)):
+        if mode == "copy":
+            assert _diff_units(old, new, pages=True) == _diff_units(old, new, pages=False)
+        else:
+            assert_indexed_candidates_cover_every_difference(old, new, tmp_path / "index.json")
+
+
+def assert_indexed_candidates_cover_every_difference(old: Path, new: Path, scratch: Path) -> None:
+    """The row patch's page compare (interior walks + the old file's overflow owners) names every rowid
+    whose row differs, in every table, found here by comparing every row."""
+    tables = rowid_tables(old)
+    index = build_page_index(old, tables)
+    roots = {}
+    for t in tables:
+        [(ro,)], [(rn,)] = _rows(old, "SELECT rootpage FROM sqlite_master WHERE name=?", t), \
+            _rows(new, "SELECT rootpage FROM sqlite_master WHERE name=?", t)
+        roots[t] = (ro, rn)
+    candidates, dirty = changed_rowids_indexed(old, new, roots, index)
+    assert len(dirty) > 0
+    conn = apsw.Connection(str(scratch.with_suffix(".sqlite")))
+    conn.execute("ATTACH ? AS a", (str(old),))
+    conn.execute("ATTACH ? AS b", (str(new),))
+    differing = 0
+    for t in tables:
+        rows = set()
+        for x, y in (("a", "b"), ("b", "a")):
+            rows |= {r[0] for r in conn.execute(f"SELECT rowid, * FROM {x}.`{t}` EXCEPT SELECT rowid, * FROM {y}.`{t}`")}
+        differing += len(rows)
+        assert rows <= candidates[t], (t, sorted(rows - candidates[t])[:10])
+    conn.close()
+    assert differing > 0
 
 
 def _diff_units(old: Path, new: Path, *, pages: bool) -> set[str]:
@@ -218,8 +262,15 @@ def _db_fingerprint(db: Path) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize("point", ["catchup.after_snapshot", "catchup.mid_joints", "catchup.before_commit",
-                                   "catchup.before_install", "catchup.mid_install@2"])
-def test_sigkill_inside_catch_up_and_inside_promotes_catch_up(tmp_path: Path, point: str) -> None:
+                                   "catchup.before_install", "catchup.mid_patch", "catchup.after_patch",
+                                   "catchup.mid_install", "copy:catchup.mid_joints", "copy:catchup.mid_install@2"])
+def test_sigkill_inside_catch_up_and_inside_promotes_catch_up(tmp_path: Path, point: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row patch (and, `copy:`, the copy catch-up): a kill anywhere leaves green old or complete, blue as it
+    was, and the next command finishes. Promote's row patch reads blue's own file: no snapshot step there."""
+    if point.startswith("copy:"):
+        monkeypatch.setenv(COPY_ENV, "1")
+        point = point[len("copy:"):]
     g = generate_node_dir(tmp_path / "node", units=300, version=28, seed=21)
     node, staging = g.out, tmp_path / "node.bluegreen"
     command.stage(node, online=True, target_version=31)
@@ -239,7 +290,8 @@ def test_sigkill_inside_catch_up_and_inside_promotes_catch_up(tmp_path: Path, po
     assert st.phase == Phase.VERIFIED
     extend_node_dir(node, units=20, seed=2)
     # promote's own catch-up killed: the data dir stays blue, the next promote finishes
-    r2 = _cli("promote", "--data-dir", str(node), "--json", "--yes", kill_at=point)
+    in_promote = point if os.environ.get(COPY_ENV) or point != "catchup.after_snapshot" else "catchup.before_commit"
+    r2 = _cli("promote", "--data-dir", str(node), "--json", "--yes", kill_at=in_promote)
     assert r2.returncode == -9, r2.stderr
     assert _db_fingerprint(node / "byteball.sqlite")[-1][0] > blue_before[-1][0]  # blue, with its new units
     assert (node / "rocksdb").exists() is False or not any((node / "rocksdb").iterdir())
@@ -265,3 +317,92 @@ def test_cli_catch_up_json_and_refusals(tmp_path: Path) -> None:
     command.stage(g2.out, target_version=31)
     rc, err = cli_json("catch-up", "--data-dir", str(g2.out))
     assert rc == 3 and err["error"] == "PreflightError" and "--online" in err["message"]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.read_bytes() == b.read_bytes()
+
+
+def test_rollback_after_a_row_patch_promote_refreshes_the_kept_snapshot_so_catch_up_goes_on(tmp_path: Path) -> None:
+    """Promote's row patch reads blue's own file and keeps no snapshot; rollback (blue exactly as promote read
+    it) makes the kept snapshot blue again, so a later catch-up and promote are still exact."""
+    g = generate_node_dir(tmp_path / "node", units=300, version=28, seed=41)
+    node, staging = g.out, tmp_path / "node.bluegreen"
+    command.stage(node, online=True, target_version=31)
+    assert command.verify(node).passed
+    extend_node_dir(node, units=30, seed=1)
+    p = command.promote(node)
+    assert p.catch_up is not None and p.catch_up.diff_method == "pages (row patch)"
+    state = StateStore(staging).load()
+    assert state is not None and state.prev_behind is not None
+    prev = staging / "work" / "source-prev.sqlite"
+    assert not _same_file(prev, staging / "blue-previous" / "byteball.sqlite")
+    command.rollback(node)
+    state = StateStore(staging).load()
+    assert state is not None and state.prev_behind is None and state.phase == Phase.ROLLED_BACK
+    assert _rows(prev, "SELECT * FROM units ORDER BY rowid") == _rows(node / "byteball.sqlite",
+                                                                    "SELECT * FROM units ORDER BY rowid")
+    extend_node_dir(node, units=25, seed=2)
+    c = command.catch_up(node)
+    assert c.stats is not None and c.stats.diff_method == "pages (row patch)"
+    assert command.verify(node).passed
+    assert command.promote(node).phase == Phase.PROMOTED
+    assert_same_as_oracle(node, _oracle(staging / "blue-previous" / "byteball.sqlite", tmp_path / "oracle", 31))
+
+
+@pytest.mark.slow
+def test_a_promote_killed_after_its_row_patch_keeps_catch_up_possible_or_says_stage_again(tmp_path: Path) -> None:
+    """Killed after the row patch, before the swap: the next command refreshes the kept snapshot from blue
+    (unchanged); the node then writes and catch-up is exact. If the node writes before any command ran,
+    catch-up cannot be exact and says to stage again."""
+    g = generate_node_dir(tmp_path / "node", units=300, version=28, seed=43)
+    node, staging = g.out, tmp_path / "node.bluegreen"
+    command.stage(node, online=True, target_version=31)
+    assert command.verify(node).passed
+    extend_node_dir(node, units=30, seed=1)
+    r = _cli("promote", "--data-dir", str(node), "--json", "--yes", kill_at="promote.before_swap")
+    assert r.returncode == -9, r.stderr
+    st = command.status(node)  # recovers: the swap undone, the snapshot refreshed
+    assert st.phase == Phase.VERIFIED and any("refreshed" in n for n in st.recovered), st.recovered
+    state = StateStore(staging).load()
+    assert state is not None and state.prev_behind is None
+    extend_node_dir(node, units=25, seed=2)
+    assert command.catch_up(node).stats is not None
+    assert command.promote(node).phase == Phase.PROMOTED
+    assert_same_as_oracle(node, _oracle(staging / "blue-previous" / "byteball.sqlite", tmp_path / "oracle2", 31))
+    # the other order: killed after the patch, then the node writes before bluegreen runs again
+    g2 = generate_node_dir(tmp_path / "n2", units=200, version=28, seed=44)
+    command.stage(g2.out, online=True, target_version=31)
+    assert command.verify(g2.out).passed
+    extend_node_dir(g2.out, units=20, seed=3)
+    r = _cli("promote", "--data-dir", str(g2.out), "--json", "--yes", kill_at="promote.before_swap")
+    assert r.returncode == -9, r.stderr
+    extend_node_dir(g2.out, units=20, seed=4)
+    rc, err = cli_json("catch-up", "--data-dir", str(g2.out))
+    assert rc != 0 and "stage again" in err["hint"], err
+
+
+def test_joints_rebuilt_by_worker_processes_equal_a_fresh_migration(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many changed units: the row patch rebuilds joints in worker processes (each reading blue's own file),
+    written in rowid order; the result is a fresh migration's, byte for byte."""
+    from bluegreen.engine import rowpatch
+
+    monkeypatch.setattr(rowpatch, "PARALLEL_JOINTS_MIN", 1)
+    monkeypatch.setattr("bluegreen.engine.pool.default_jobs", lambda: 3)  # two for joints, one for the apply
+    g = generate_node_dir(tmp_path / "node", units=300, version=28, seed=61)
+    node, staging = g.out, tmp_path / "node.bluegreen"
+    command.stage(node, online=True)  # the highest target: steps 32..50 in the plan too
+    assert command.verify(node).passed
+    extend_node_dir(node, units=120, seed=9)
+    c = command.catch_up(node)  # node running: a snapshot, green checkpointed
+    assert c.stats is not None and c.stats.joint_workers == 2 and c.stats.joints_rebuilt >= 120
+    assert not (staging / "green" / "byteball.sqlite-wal").exists() or \
+        (staging / "green" / "byteball.sqlite-wal").stat().st_size == 0
+    extend_node_dir(node, units=80, seed=10)
+    p = command.promote(node)  # node stopped: blue's own file, the commit left in green's -wal for the node
+    assert p.catch_up is not None and p.catch_up.joint_workers == 2 and p.catch_up.timings.apply_commit > 0
+    assert (node / "byteball.sqlite-wal").stat().st_size > 0
+    final = staging / "blue-previous" / "byteball.sqlite"
+    assert_same_as_oracle(node, _oracle(final, tmp_path / "oracle", _rows(node / "byteball.sqlite",
+                                                                           "PRAGMA user_version")[0][0]))

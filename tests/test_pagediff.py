@@ -1,16 +1,20 @@
 """engine/pagediff.py on real SQLite files: every row that differs between two backups is among the rowids
 the page compare returns, whatever happened in between (in-place updates of the same size, deletes, pages
-freed and reused, overflow rows whose tail changed), checked against a full EXCEPT of both tables."""
+freed and reused, overflow rows whose tail changed), checked against a full EXCEPT of both tables. Both
+compares are held to it: roles from dbstat (copy catch-up), and roles from interior walks plus the old
+file's overflow owners (the row patch's `changed_rowids_indexed`)."""
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
 import apsw
 import pytest
 
-from bluegreen.engine.pagediff import PageDiffUnavailable, _roles, changed_pages, changed_rowids, page_size
+from bluegreen.engine.pagediff import PageDiffUnavailable, _roles, build_page_index, changed_pages, changed_rowids, \
+    changed_rowids_indexed, dirty_pages, page_size, table_leaves
 
 TABLES = ["t", "u"]
 
@@ -53,11 +57,29 @@ def _truth(old: Path, new: Path, table: str) -> set[int]:
         conn.close()
 
 
+def _root(db: Path, table: str) -> int:
+    conn = apsw.Connection(str(db))
+    try:
+        return int(conn.execute("SELECT rootpage FROM sqlite_master WHERE name=?", (table,)).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _indexed(old: Path, new: Path) -> dict[str, set[int]]:
+    index = build_page_index(old, TABLES)
+    got, _dirty = changed_rowids_indexed(old, new, {t: (_root(old, t), _root(new, t)) for t in TABLES}, index)
+    return got
+
+
 def _check(old: Path, new: Path) -> dict[str, set[int]]:
     got, _dirty = changed_rowids(old, new, TABLES)
+    indexed = _indexed(old, new)
     for t in TABLES:
-        missing = _truth(old, new, t) - got[t]
+        truth = _truth(old, new, t)
+        missing = truth - got[t]
         assert not missing, (t, sorted(missing)[:10])
+        missing = truth - indexed[t]
+        assert not missing, ("indexed", t, sorted(missing)[:10])
     return got
 
 
@@ -115,6 +137,35 @@ def test_overflow_row_whose_tail_changed(tmp_path: Path) -> None:
     leaf = _page_of(new, "t", 5000)
     assert leaf == _page_of(old, "t", 5000)
     assert leaf not in changed_pages(old, new, page_size(new))
+    # the indexed compare finds it through the old file's overflow owners alone
+    index = build_page_index(old, TABLES)
+    assert (("t", 5000) in index.overflow.values())
+    assert 5000 in _indexed(old, new)["t"]
+
+
+def test_interior_walk_finds_every_leaf_of_a_deep_tree(tmp_path: Path) -> None:
+    """150k rows: a table b-tree three levels deep; the walk of its interior pages names exactly the leaves
+    dbstat names; the threaded byte compare finds exactly the pages a plain compare finds."""
+    live = _open(tmp_path / "deep.sqlite")
+    live.execute("CREATE TABLE t (a TEXT, b BLOB, n INTEGER)")
+    live.execute("CREATE TABLE u (x TEXT NOT NULL)")
+    with live:
+        live.executemany("INSERT INTO t VALUES (?, ?, ?)", ((f"r{i}", bytes(8), i) for i in range(150_000)))
+    old = _backup(live, tmp_path / "old.sqlite")
+    with live:
+        live.execute("UPDATE t SET n=-1 WHERE rowid % 997 = 0")
+    new = _backup(live, tmp_path / "new.sqlite")
+    roles = _roles(new, ["t"])
+    assert any(path.count("/") >= 3 for _t, ptype, path in roles.values() if ptype == "leaf")  # depth >= 3
+    fd = os.open(new, os.O_RDONLY)
+    try:
+        walked = table_leaves(fd, page_size(new), _root(new, "t"))
+    finally:
+        os.close(fd)
+    assert walked == {p for p, (_t, ptype, _path) in roles.items() if ptype == "leaf"}
+    assert dirty_pages(old, new, page_size(new)) == changed_pages(old, new, page_size(new))
+    assert dirty_pages(old, new, page_size(new), threads=3) == changed_pages(old, new, page_size(new))
+    assert {r for r in range(1, 150_001) if r % 997 == 0} <= _indexed(old, new)["t"]
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -57,6 +57,8 @@ class CatchUpTimings(BaseModel):
     feeds: float = 0.0  # df/dfv keys of the changed pairs
     steps_above_31: float = 0.0  # steps 32..N (SQL and KV parts)
     commit: float = 0.0  # KV flush + close, SQLite commit + checkpoint
+    apply_wait: float = 0.0  # row patch: waiting for green's apply (a thread) after the KV part was built
+    apply_commit: float = 0.0  # row patch: green's transaction committed (after the journal)
     row_counts: float = 0.0  # green's change per table vs blue's
     fsync: float = 0.0  # every file and dir of the build
     install: float = 0.0  # renames into green/, state saved
@@ -87,13 +89,18 @@ class CatchUpStats(BaseModel):
     min_retrievable_mci_before: int = 0
     min_retrievable_mci_after: int = 0
     joints_rebuilt: int = 0  # rebuilt, re-hashed and written
+    joint_workers: int = 1  # processes that rebuilt them (row patch: 2+ when many units changed)
     joints_removed: int = 0  # units no longer in blue (j key deleted)
     feed_pairs: int = 0  # (address, feed_name) whose df/dfv keys were removed and rewritten
     feeds_full_rebuild: bool = False  # a feed name or address holds a newline: every df/dfv key rewritten
     kv_deletes: int = 0
     kv_puts: int = 0
     row_counts_checked: int = 0
-    diff_method: str = ""  # "pages": only rows on differing pages compared; "rows (why)": every row
+    diff_method: str = ""  # "pages": only rows on differing pages compared; "rows (why)": every row;
+    # "pages (row patch)": green patched in place, only the rows that differ written (engine/rowpatch.py)
+    copy_reason: str = ""  # why green's SQLite was copied whole instead of patched (empty: patched)
+    rows_written: int = 0  # row patch: rows inserted into green
+    apply_seconds: float = 0.0  # row patch: the apply thread's own time (overlapping joints and feeds)
     dirty_pages: int = 0  # pages whose bytes or b-tree role differ between the two snapshots
     rows_compared: int = 0  # rowids compared (pages method), per table summed
     snapshot_seconds: float = 0.0

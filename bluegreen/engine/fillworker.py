@@ -80,3 +80,31 @@ def release_readers() -> None:
     while _READERS:
         _db, (conn, _reader_) = _READERS.popitem()
         conn.close()
+
+
+@dataclass(frozen=True)
+class UnitListTask:
+    """Catch-up: rebuild the joints of these units of the database at `uri` (an SQLite URI, read only)."""
+
+    uri: str
+    units: tuple[str, ...]
+    ctx: ReadContext
+    check_unit_hashes: bool
+
+
+def read_units_and_transform(task: UnitListTask) -> UnitChunkResult | SqliteFailure | None:
+    """Read the listed units and rebuild, check (payload hashes always) and serialise their joints."""
+    cached = _READERS.get(task.uri)
+    try:
+        if cached is None:
+            conn = apsw.Connection(task.uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+            conn.setbusytimeout(5000)
+            cached = (conn, UnitChunkReader(conn))
+            _READERS[task.uri] = cached
+        raw = cached[1].read_units_raw(list(task.units))
+    except apsw.Error as exc:
+        return SqliteFailure(type(exc).__name__, str(exc))
+    if raw is None:
+        return None
+    return transform_unit_chunk(UnitChunkTask(raw=raw, ctx=task.ctx, check_unit_hashes=task.check_unit_hashes,
+                                              strict_payload_hashes=True))

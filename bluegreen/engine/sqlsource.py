@@ -31,6 +31,9 @@ WHERE units.rowid > ? ORDER BY units.rowid LIMIT ?
 """
 
 _IN_CHUNK = "IN (SELECT unit FROM temp.bg_chunk)"
+_UNITS_BY_LIST_SQL = _UNITS_SQL.replace("WHERE units.rowid > ? ORDER BY units.rowid LIMIT ?",
+                                        f"WHERE units.unit {_IN_CHUNK} ORDER BY units.rowid")
+assert _UNITS_BY_LIST_SQL != _UNITS_SQL
 
 # (name, sql) -- every query returns the unit first; ORDER BY reproduces ocore's per-unit order.
 _CHILD_QUERIES: dict[str, str] = {
@@ -226,6 +229,18 @@ class UnitChunkReader:
         tables = {name: TableRows(self._child_columns[name], list(conn.execute(sql)))
                   for name, sql in _CHILD_QUERIES.items()}
         return RawChunk(units=TableRows(self._unit_columns, units), tables=tables)
+
+    def read_units_raw(self, units: list[str]) -> RawChunk | None:
+        """These units (in rowid order) with all their child rows, ungrouped; None when none of them exists."""
+        conn = self.conn
+        conn.execute("DELETE FROM temp.bg_chunk")
+        conn.executemany("INSERT OR IGNORE INTO temp.bg_chunk (unit) VALUES (?)", ((u,) for u in units))
+        rows = list(conn.execute(_UNITS_BY_LIST_SQL))
+        if not rows:
+            return None
+        tables = {name: TableRows(self._child_columns[name], list(conn.execute(sql)))
+                  for name, sql in _CHILD_QUERIES.items()}
+        return RawChunk(units=TableRows(self._unit_columns, rows), tables=tables)
 
     def read(self, after_rowid: int) -> UnitChunk | None:
         """The next chunk of units with rowid > after_rowid, grouped, or None when there are no more."""

@@ -21,16 +21,23 @@ from pydantic import BaseModel
 from bluegreen import signals
 from bluegreen.durable import atomic_write_json, fsync_dir, fsync_file
 from bluegreen.engine.catchup import CatchUpStats, CatchUpTimings, catch_up_copy, timed
-from bluegreen.errors import OutOfSpaceError, PreflightError, VerificationFailed
+from bluegreen.engine.pagediff import PageDiffUnavailable, PageIndex, build_page_index, rowid_tables
+from bluegreen.engine.rowpatch import Counts, PendingApply, RowPatch, RowPatchUnavailable, apply_row_patch, \
+    build_row_patch, open_patch_source, settle_wal
+from bluegreen.formats.networks import NETWORKS, Network, with_genesis
+from bluegreen.errors import DriftError, OutOfSpaceError, PreflightError, VerificationFailed
 from bluegreen.lifecycle import fingerprint as fpmod
 from bluegreen.lifecycle import greendiff, ownership, snapshot, storage_errors
 from bluegreen.lifecycle.killpoints import killpoint
 from bluegreen.lifecycle.layout import Layout
 from bluegreen.lifecycle.state import OnlinePosition, Phase, SpaceEstimate, StagingState, StateStore
 from bluegreen.lifecycle.results import CatchUpResult, OnlineLag
+from bluegreen.schema.patchplan import RowPatchPlan, row_patch_plan
 
 Progress = Callable[[str, int, int], None]
 PREV_NAME = "source-prev.sqlite"
+PREV_INDEX_NAME = "source-prev.pages.json"  # its overflow pages' owners (engine/pagediff.py PageIndex)
+COPY_ENV = "BLUEGREEN_CATCHUP_COPY"  # "1": never the row patch (tests of the copy catch-up)
 CATCHUP_PHASES = (Phase.MIGRATED, Phase.VERIFIED, Phase.ROLLED_BACK)
 
 
@@ -44,11 +51,75 @@ class CatchUpJournal(BaseModel):
     # Every table's row count of the caught-up green (its row-count check counted them): promote's rollback
     # baseline when the verify is carried on. None in journals of older bluegreens.
     green_row_counts: dict[str, int] | None = None
+    # "copy": green.sqlite was built whole and is renamed in; "patch": patch.sqlite is applied to green's file
+    # (idempotent, so an install interrupted anywhere is simply done again)
+    mode: str = "copy"
+    src_is_blue: bool = False  # the patch was read from blue's own file (node stopped): no snapshot kept
+    patch: RowPatch | None = None
 
 
 def prev_path(lay: Layout) -> Path:
     """The previous source snapshot (pre-migration copy of blue's SQLite) kept for the next catch-up."""
     return lay.work_dir / PREV_NAME
+
+
+def prev_index_path(lay: Layout) -> Path:
+    """The page index of the previous source snapshot (built once, while the node may still run)."""
+    return lay.work_dir / PREV_INDEX_NAME
+
+
+def write_page_index(db: Path, dst: Path) -> PageIndex:
+    """Build `db`'s PageIndex (a dbstat walk of the whole file) and write it durably to `dst`."""
+    index = build_page_index(db, rowid_tables(db))
+    atomic_write_json(dst, index.model_dump(mode="json"))
+    return index
+
+
+def load_prev_index(lay: Layout) -> PageIndex | None:
+    """The previous snapshot's page index, if it was built for the file as it is now."""
+    try:
+        index = PageIndex.model_validate_json(prev_index_path(lay).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return index if prev_path(lay).exists() and index.matches(prev_path(lay)) else None
+
+
+def ensure_prev_index(lay: Layout) -> PageIndex | None:
+    """The previous snapshot's page index, built now when missing (None when the file cannot have one)."""
+    index = load_prev_index(lay)
+    if index is None and prev_path(lay).exists():
+        try:
+            index = write_page_index(prev_path(lay), prev_index_path(lay))
+        except PageDiffUnavailable:
+            return None
+    return index
+
+
+def refresh_prev(lay: Layout, store: StateStore, state: StagingState, db: Path | None = None) -> bool:
+    """After promote's row patch read blue's own file, make the kept snapshot blue again (a copy of `db`,
+    blue's SQLite by default), while blue still matches `state.prev_behind`. True when refreshed."""
+    want = state.prev_behind
+    if want is None:
+        return False
+    db = db or lay.data_dir / lay.db_name
+    now = fpmod.take(db.parent, lay.exclude)
+    if fpmod.diff_db(want, now):
+        return False  # blue moved on: the snapshot cannot be made; a catch-up will ask for a new stage
+    dst = prev_path(lay)
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    snapshot.backup_sqlite_online(db, tmp, node_stopped=True)
+    fsync_file(tmp)
+    if fpmod.diff_db(want, fpmod.take(db.parent, lay.exclude)):
+        tmp.unlink(missing_ok=True)
+        return False
+    prev_index_path(lay).unlink(missing_ok=True)  # built again by the next catch-up (node running)
+    os.replace(tmp, dst)
+    fsync_dir(dst.parent)
+    state.prev_behind = None
+    store.save(state)
+    store.audit("catch_up", "the kept source snapshot was refreshed from blue", state.phase)
+    return True
 
 
 def verify_source_dir(lay: Layout) -> Path:
@@ -72,14 +143,15 @@ def keep_source_copy(lay: Layout) -> None:
     It is made (durably) before the engine first writes green, and a resumed stage finds it already there, so
     it is always the raw snapshot, never a partly migrated copy (the engine commits the steps below 31 first)."""
     dst = prev_path(lay)
-    if dst.exists():
-        return
-    tmp = dst.with_name(dst.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    snapshot.backup_sqlite(lay.green_dir / lay.db_name, tmp)
-    fsync_file(tmp)
-    os.replace(tmp, dst)
-    fsync_dir(dst.parent)
+    if not dst.exists():
+        tmp = dst.with_name(dst.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        snapshot.backup_sqlite(lay.green_dir / lay.db_name, tmp)
+        fsync_file(tmp)
+        os.replace(tmp, dst)
+        fsync_dir(dst.parent)
+    # Its page index now, while the node runs (a dbstat walk: about 1.3 s at 1M units), not in promote's downtime.
+    ensure_prev_index(lay)
 
 
 def recover(lay: Layout, store: StateStore, state: StagingState | None) -> list[str]:
@@ -89,8 +161,11 @@ def recover(lay: Layout, store: StateStore, state: StagingState | None) -> list[
         return []
     journal_path = cu / "journal.json"
     if state is None or not journal_path.exists():
+        patching = (cu / "patch.sqlite").exists()
         shutil.rmtree(cu)
         fsync_dir(cu.parent)
+        if patching:  # its transaction on green died uncommitted: SQLite ignores it; its -wal goes
+            settle_wal(lay.green_dir / lay.db_name)
         return ["interrupted catch-up found before its build was complete: discarded (green unchanged)"]
     journal = CatchUpJournal.model_validate_json(journal_path.read_bytes())
     _install(lay, store, state, journal)
@@ -111,8 +186,12 @@ def _swap_in(new: Path, live: Path, old: Path) -> None:
     fsync_dir(live.parent)
 
 
-def _install(lay: Layout, store: StateStore, state: StagingState, journal: CatchUpJournal) -> None:
+def _install(lay: Layout, store: StateStore, state: StagingState, journal: CatchUpJournal,
+             applied: bool = False) -> None:
     cu = _dir(lay)
+    if journal.mode == "patch" and not applied:
+        apply_row_patch(lay.green_dir / lay.db_name, cu / "patch.sqlite")  # idempotent: done again on recovery
+        killpoint("catchup.after_patch")
     _swap_in(cu / "rocksdb.new", lay.green_dir / "rocksdb", cu / "rocksdb.old")
     if (cu / "green.sqlite").exists():
         # a -wal/-shm of the old green file must never be applied to the new one (SQLite would replay it)
@@ -120,8 +199,14 @@ def _install(lay: Layout, store: StateStore, state: StagingState, journal: Catch
             (lay.green_dir / (lay.db_name + suffix)).unlink(missing_ok=True)
     _swap_in(cu / "green.sqlite", lay.green_dir / lay.db_name, cu / "green-old.sqlite")
     if (cu / "source-new.sqlite").exists():
+        if (cu / "source-new.pages.json").exists():
+            os.replace(cu / "source-new.pages.json", prev_index_path(lay))
+        else:
+            prev_index_path(lay).unlink(missing_ok=True)
         os.replace(cu / "source-new.sqlite", prev_path(lay))
         fsync_dir(lay.work_dir)
+    if journal.src_is_blue:
+        state.prev_behind = journal.blue_fingerprint
     ownership.apply(lay.green_dir, ownership.record(lay.data_dir, lay.exclude))
     # Only blue's database part: other files changed since stage are still copied by promote.
     fp = state.blue_fingerprint or journal.blue_fingerprint
@@ -219,6 +304,10 @@ def catch_up_green(lay: Layout, store: StateStore, state: StagingState,
     assert state.blue_fingerprint is not None
     if not fpmod.diff_db(state.blue_fingerprint, fpmod.take(lay.data_dir, lay.exclude)):
         return None
+    if state.prev_behind is not None:
+        raise PreflightError("the kept source snapshot is older than green (promote caught green up from blue's "
+                             "own file, then blue changed before the snapshot could be refreshed): green cannot "
+                             "be caught up", "stop the node and stage again: `upgrade stage`")
     keep_verified = bool(state.last_verify and state.green_fingerprint_verified
                          and not fpmod.diff_db(state.green_fingerprint_verified, fpmod.take(lay.green_dir)))
     cu = _dir(lay)
@@ -234,6 +323,62 @@ def catch_up_green(lay: Layout, store: StateStore, state: StagingState,
         raise _short_of_space(lay, estimate_space(lay), f"the staging filesystem filled up ({exc})") from exc
 
 
+def _plan(state: StagingState) -> RowPatchPlan:
+    network = str((state.migration_report or {}).get("network") or "mainnet")
+    return row_patch_plan(state.source_version or 0, state.target_version, "light" if state.light else "full",
+                          network)
+
+
+def _network(state: StagingState) -> Network | None:
+    """The network stage found (its migration report), so a catch-up need not scan every unit for it."""
+    report = state.migration_report or {}
+    found = NETWORKS.get(str(report.get("network")))
+    genesis = state.genesis_unit or report.get("genesis_unit")
+    if found is None or not genesis:
+        return None
+    return with_genesis(found, str(genesis))
+
+
+def _build_patch(lay: Layout, state: StagingState, plan: RowPatchPlan, index: PageIndex, src: Path,
+                 src_is_blue: bool, stats: CatchUpStats, progress: Progress | None,
+                 keep_verified: bool) -> tuple[RowPatch, PendingApply]:
+    """The row patch into work/catchup/patch.sqlite and rocksdb.new (green's KV copied, then changed)."""
+    cu = _dir(lay)
+    tm = stats.timings
+    with timed(tm, "copy_kv"):
+        kv_rels = [r for r in fpmod.walk_files(lay.green_dir) if r.startswith("rocksdb/")]
+        snapshot.copy_tree_files(lay.green_dir, cu / "kvcopy", kv_rels, True)
+        os.rename(cu / "kvcopy" / "rocksdb", cu / "rocksdb.new")
+    old_mrm = (state.catch_ups[-1].min_retrievable_mci_after if state.catch_ups
+               else int((state.migration_report or {}).get("min_retrievable_mci") or 0))
+    conn = open_patch_source(src, prev_path(lay), lay.green_dir / lay.db_name, cu / "patch.sqlite",
+                             src_immutable=True)  # ours or blue with the node stopped: nobody writes it
+    started = time.monotonic()
+    try:
+        # green's counts are the verified ones while green is as verified (keep_verified)
+        counts = Counts(old=index.row_counts, green=state.green_row_counts_verified if keep_verified else None)
+        patch, pending = build_row_patch(conn, cu / "rocksdb.new", plan=plan, prev=prev_path(lay), src=src,
+                                src_immutable=src_is_blue, green=lay.green_dir / lay.db_name, index=index,
+                                source_version=state.source_version or 0, light=state.light,
+                                genesis_unit=state.genesis_unit, network=_network(state),
+                                old_min_retrievable_mci=old_mrm, stats=stats, counts=counts,
+                                patch=cu / "patch.sqlite", checkpoint=not src_is_blue, progress=progress)
+    finally:
+        conn.close()
+    stats.seconds = round(time.monotonic() - started, 3)
+    return patch, pending
+
+
+def _discard_patch(lay: Layout) -> None:
+    cu = _dir(lay)
+    for name in ("patch.sqlite", "patch.sqlite-journal", "rocksdb.new", "kvcopy"):
+        path = cu / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def _build_and_install(lay: Layout, store: StateStore, state: StagingState, keep_verified: bool,
                        progress: Progress | None, node_stopped: bool) -> CatchUpStats:
     cu = _dir(lay)
@@ -241,6 +386,38 @@ def _build_and_install(lay: Layout, store: StateStore, state: StagingState, keep
     started = time.time()
     t0 = time.monotonic()
     tm = CatchUpTimings()
+    old = state.online_position
+    assert old is not None  # catch_up_green checked it
+    plan = _plan(state)
+    index = None
+    why_copy = plan.why_not
+    if os.environ.get(COPY_ENV) == "1":
+        why_copy = f"{COPY_ENV}=1"
+    elif plan.possible:
+        with timed(tm, "diff"):
+            index = ensure_prev_index(lay)
+        why_copy = "" if index is not None else "the kept snapshot has no page index"
+    blue_db = lay.data_dir / lay.db_name
+    if index is not None and node_stopped and snapshot.quiescent(blue_db):
+        # the node is stopped and every commit is in blue's main file: read it directly (immutable), no copy
+        fp = fpmod.take(lay.data_dir, lay.exclude)
+        _, position = snapshot.pages_and_position(blue_db, started, fpmod.read_sqlite_header(blue_db),
+                                                  method="blue's own file (node stopped)")
+        stats = CatchUpStats(started_at_unix=started, from_units_rowid=old.max_units_rowid,
+                             to_units_rowid=position.max_units_rowid, units_before=old.units,
+                             units_after=position.units, timings=tm)
+        try:
+            patch, pending = _build_patch(lay, state, plan, index, blue_db, True, stats, progress, keep_verified)
+        except RowPatchUnavailable as exc:
+            _discard_patch(lay)
+            why_copy = str(exc)
+        else:
+            if fpmod.diff_db(fp, fpmod.take(lay.data_dir, lay.exclude)):
+                pending.abandon()
+                raise DriftError("blue changed while promote's catch-up read it (was the node started?)",
+                                 "stop the node, then run `upgrade promote` again")
+            return _journal_and_install(lay, store, state, keep_verified, t0, position, fp, stats,
+                                        mode="patch", src_is_blue=True, patch=patch, pending=pending)
     fp_holder: list[fpmod.Fingerprint] = []
     with timed(tm, "snapshot"):
         _, position = snapshot.backup_sqlite_online(
@@ -248,6 +425,27 @@ def _build_and_install(lay: Layout, store: StateStore, state: StagingState, keep
             before_snapshot=lambda: fp_holder.append(fpmod.take(lay.data_dir, lay.exclude)), node_stopped=node_stopped)
         fsync_file(cu / "source-new.sqlite")
     killpoint("catchup.after_snapshot")
+    if index is not None:
+        stats = CatchUpStats(started_at_unix=started, from_units_rowid=old.max_units_rowid,
+                             to_units_rowid=position.max_units_rowid, units_before=old.units,
+                             units_after=position.units, snapshot_seconds=tm.snapshot, timings=tm)
+        try:
+            patch, pending = _build_patch(lay, state, plan, index, cu / "source-new.sqlite", False, stats,
+                                          progress, keep_verified)
+        except RowPatchUnavailable as exc:
+            _discard_patch(lay)
+            why_copy = str(exc)
+        else:
+            try:
+                with timed(tm, "diff"):  # the next catch-up's index (the node may still run: not downtime)
+                    write_page_index(cu / "source-new.sqlite", cu / "source-new.pages.json")
+            except PageDiffUnavailable:
+                pass
+            except BaseException:
+                pending.abandon()
+                raise
+            return _journal_and_install(lay, store, state, keep_verified, t0, position, fp_holder[0], stats,
+                                        mode="patch", src_is_blue=False, patch=patch, pending=pending)
     with timed(tm, "copy_sqlite"):
         shutil.copyfile(cu / "source-new.sqlite", cu / "green.sqlite")
         shutil.copymode(lay.green_dir / lay.db_name, cu / "green.sqlite")
@@ -255,11 +453,9 @@ def _build_and_install(lay: Layout, store: StateStore, state: StagingState, keep
         kv_rels = [r for r in fpmod.walk_files(lay.green_dir) if r.startswith("rocksdb/")]
         snapshot.copy_tree_files(lay.green_dir, cu / "kvcopy", kv_rels, True)
         os.rename(cu / "kvcopy" / "rocksdb", cu / "rocksdb.new")
-    old = state.online_position
-    assert old is not None  # catch_up_green checked it
     stats = CatchUpStats(started_at_unix=started, from_units_rowid=old.max_units_rowid,
                          to_units_rowid=position.max_units_rowid, units_before=old.units, units_after=position.units,
-                         snapshot_seconds=tm.snapshot, timings=tm)
+                         snapshot_seconds=tm.snapshot, timings=tm, copy_reason=why_copy)
     old_mrm = (state.catch_ups[-1].min_retrievable_mci_after if state.catch_ups
                else int((state.migration_report or {}).get("min_retrievable_mci") or 0))
     catch_up_copy(prev_path(lay), cu / "green.sqlite", cu / "rocksdb.new", source_version=state.source_version or 0,
@@ -273,17 +469,42 @@ def _build_and_install(lay: Layout, store: StateStore, state: StagingState, keep
     if leftover:  # the build's connection is closed: everything must be in the main file, which alone moves
         raise PreflightError(f"the caught-up SQLite file left {', '.join(leftover)} after closing",
                              "run `upgrade catch-up` again")
-    with timed(tm, "fsync"):
-        for dirpath, _dirs, _files in os.walk(cu):
-            fsync_dir(dirpath)
-    stats.seconds = round(time.monotonic() - t0, 3)
-    journal = CatchUpJournal(position=position, blue_fingerprint=fp_holder[0], keep_verified=keep_verified,
-                             stats=stats, green_row_counts=green_counts)
-    with signals.deferred():
-        atomic_write_json(cu / "journal.json", journal.model_dump(mode="json"))
-    killpoint("catchup.before_install")
+    return _journal_and_install(lay, store, state, keep_verified, t0, position, fp_holder[0], stats,
+                                mode="copy", green_counts=green_counts)
+
+
+def _journal_and_install(lay: Layout, store: StateStore, state: StagingState, keep_verified: bool, t0: float,
+                         position: OnlinePosition, blue_fp: fpmod.Fingerprint, stats: CatchUpStats, *, mode: str,
+                         src_is_blue: bool = False, patch: RowPatch | None = None,
+                         pending: PendingApply | None = None,
+                         green_counts: dict[str, int] | None = None) -> CatchUpStats:
+    """Sync the build, write the journal (the build is complete), install it. `pending`: the row patch's
+    open transaction on green, committed right after the journal (a kill before: recovery applies the patch)."""
+    cu = _dir(lay)
+    tm = stats.timings
+    try:
+        with timed(tm, "fsync"):
+            if patch is not None:
+                fsync_file(cu / "patch.sqlite")
+            for dirpath, _dirs, _files in os.walk(cu):
+                fsync_dir(dirpath)
+        stats.seconds = round(time.monotonic() - t0, 3)
+        journal = CatchUpJournal(position=position, blue_fingerprint=blue_fp, keep_verified=keep_verified,
+                                 stats=stats, green_row_counts=patch.green_row_counts if patch else green_counts,
+                                 mode=mode, src_is_blue=src_is_blue, patch=patch)
+        with signals.deferred():
+            atomic_write_json(cu / "journal.json", journal.model_dump(mode="json"))
+        killpoint("catchup.before_install")
+    except BaseException:
+        if pending is not None:
+            pending.abandon()
+        raise
+    if pending is not None:
+        with timed(tm, "apply_commit"):
+            pending.commit()
+        killpoint("catchup.after_patch")
     with timed(tm, "install"):
-        _install(lay, store, state, journal)
+        _install(lay, store, state, journal, applied=pending is not None)
     stats.seconds = round(time.monotonic() - t0, 3)  # the printed stats include the install (the journal's cannot)
     return stats
 
@@ -320,6 +541,8 @@ def catch_up_command(lay: Layout, store: StateStore, state: StagingState, notes:
     return CatchUpResult(**base, stats=stats,
                          message=f"green caught up: units rowid {stats.from_units_rowid} -> {stats.to_units_rowid}, "
                                  f"{stats.joints_rebuilt} joints rebuilt, {stats.feed_pairs} feed pairs rewritten in "
-                                 f"{stats.seconds:.1f}s",
+                                 f"{stats.seconds:.1f}s ("
+                                 + (f"whole copy: {stats.copy_reason})" if stats.copy_reason else
+                                    f"row patch: {sum(stats.changed_rows.values())} joint-table rows)"),
                          next_step="upgrade catch-up again, or stop the node and `upgrade promote` (it catches up "
                                    "the rest)")

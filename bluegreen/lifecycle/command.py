@@ -184,10 +184,21 @@ def open_command(name: str, data_dir: Path | None, staging_dir: Path | None,
             yield CommandContext(name, lay, store=store, unreadable=exc)
             return
         state, notes = _recover(lay, store, loaded)
+        _refresh_kept_snapshot(name, lay, store, state, notes)
         ctx = CommandContext(name, lay, store=store, state=state, notes=notes)
         if not spec.reports:
             ctx.noop = check_command(spec, lay, state) is Allow.NOOP
-        yield ctx
+        try:
+            yield ctx
+        except Exception:
+            # promote's row patch read blue's own file and then failed: keep the snapshot a later catch-up
+            # needs while blue is still as it read it (the node is about to be started again)
+            if state is not None and state.prev_behind is not None and state.phase in catchup.CATCHUP_PHASES:
+                try:
+                    catchup.refresh_prev(lay, store, state)
+                except Exception:  # noqa: BLE001 - best effort: the next command tries again
+                    pass
+            raise
 
 
 def _new_state(lay: Layout, choice: TargetChoice, genesis_unit: str | None) -> StagingState:
@@ -348,6 +359,18 @@ def _recover(lay: Layout, store: StateStore, state: StagingState | None) -> tupl
     if recovered is not None:  # a killed catch-up: installed when complete, else discarded
         notes += catchup.recover(lay, store, recovered)
     return recovered, notes
+
+
+def _refresh_kept_snapshot(name: str, lay: Layout, store: StateStore, state: StagingState | None,
+                           notes: list[str]) -> None:
+    """A promote killed after its row patch read blue's own file: make the kept snapshot blue again while blue
+    is unchanged (the node is about to run again). Not for abort/cleanup, which delete it anyway."""
+    if name in ("abort", "cleanup") or state is None or state.prev_behind is None \
+            or state.phase not in catchup.CATCHUP_PHASES:
+        return
+    if catchup.refresh_prev(lay, store, state):
+        notes.append("the kept source snapshot was refreshed from blue (promote had caught green up from blue's "
+                     "own file)")
 
 
 # What abort keeps: the record of what happened (moved out of the staging area, never deleted).
@@ -1242,6 +1265,10 @@ def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, f
         swapmod.finish(lay.swap_journal)
         # Green is no longer live: its KV copy from promote is no baseline any more (a kill here: recovery ends it)
         greendiff.discard_frozen_kv(lay.work_dir)
+        if state.prev_behind is not None and not changes.changed:
+            # promote caught green up from blue's own file: the next catch-up needs blue's snapshot, and blue is
+            # exactly as promote read it until the node starts again (a kill here: the next command does it)
+            catchup.refresh_prev(lay, store, state)
         warn = [f"{restored} path(s) of the old data had lost their owner/group/mode and were restored"] \
             if restored else []
         if changes.changed:

@@ -23,6 +23,8 @@ POINTS: tuple[str, ...] = (
     "catchup.before_commit",
     "catchup.before_install",
     "catchup.mid_install",
+    "catchup.mid_patch",
+    "catchup.after_patch",
     "promote.mid_kv_copy",
     "promote.before_swap",
     "promote.swap.after_journal",

@@ -369,8 +369,14 @@ def _copy_stopped(db_path: Path, dst_path: Path,
             or (wal.exists() and wal.stat().st_size):
         dst_path.unlink(missing_ok=True)  # someone wrote after all: take the consistent (backup API) way
         return None
-    counter = fpmod.read_sqlite_header(dst_path)
-    conn = open_readonly_quiet(dst_path)
+    return pages_and_position(dst_path, began, fpmod.read_sqlite_header(dst_path))
+
+
+def pages_and_position(db_path: Path, began: float, counter: fpmod.SqliteHeader | None,
+                       method: str = "copy (node stopped)") -> tuple[int, OnlinePosition]:
+    """Page count and OnlinePosition of a quiescent database file (a copy we own, or blue with the node
+    stopped and every commit in the main file)."""
+    conn = open_readonly_quiet(db_path)
     try:
         rowid, count = conn.execute("SELECT IFNULL(MAX(rowid), 0), COUNT(*) FROM units").fetchone()
         lsm = conn.execute("SELECT MAX(main_chain_index) FROM units WHERE is_stable=1").fetchone()[0]
@@ -379,9 +385,18 @@ def _copy_stopped(db_path: Path, dst_path: Path,
     finally:
         conn.close()
     return pages, OnlinePosition(
-        wal_mode=True, method="copy (node stopped)", max_units_rowid=int(rowid), units=int(count),
+        wal_mode=True, method=method, max_units_rowid=int(rowid), units=int(count),
         last_stable_mci=lsm, data_version=int(dv), header_change_counter=counter.change_counter if counter else 0,
         wal_bytes=0, steps=1, busy_retries=0, began_at_unix=began, ended_at_unix=time.time())
+
+
+def quiescent(db_path: Path) -> bool:
+    """Every commit is in the main file (WAL mode, no -wal content, no -journal): with the node stopped, the
+    file itself is a consistent snapshot whose pages are the database's pages."""
+    header = fpmod.read_sqlite_header(db_path)
+    wal = Path(str(db_path) + "-wal")
+    return bool(header and header.wal_mode and not (wal.exists() and wal.stat().st_size)
+                and not Path(str(db_path) + "-journal").exists())
 
 
 def quick_check(db_path: Path, progress: Progress | None = None) -> list[str]:

@@ -196,6 +196,10 @@ class StagingState(BaseModel):
     online: bool = False
     online_position: OnlinePosition | None = None
     catch_ups: list[CatchUpStats] = Field(default_factory=list)  # every catch-up installed into green, in order
+    # Set when promote's catch-up patched green from blue's own file (node stopped, no snapshot copied): the
+    # kept source snapshot is older than green. It is refreshed from blue while blue still matches this
+    # fingerprint (rollback, a failed promote, the next command); a catch-up refuses while it is set.
+    prev_behind: Fingerprint | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
 
 

@@ -80,6 +80,9 @@ class Statement(BaseModel):
     # ("empties", t) and ("drops_rows", t): t holds no rows afterwards; ("rewrites", t): rows changed in
     # place, count kept; ("upserts", t) and ("adds_rows", t): rows added or replaced, never removed.
     effect: tuple[EffectKind, str] | None = None
+    # Source tables whose rows the statement reads (catch-up's row patch, schema/patchplan.py): when they are
+    # empty or absent in both snapshots, the statement does the same to green as to a fresh migration.
+    depends_on: tuple[str, ...] = ()
 
 
 class AtomicBlock(BaseModel):
@@ -92,6 +95,7 @@ class AtomicBlock(BaseModel):
     ocore_commit: str = "COMMIT"
     statements: tuple[Statement, ...]
     already_present: Probe
+    depends_on: tuple[str, ...] = ()  # as Statement.depends_on, for the whole block
 
 
 class DataOperation(BaseModel):
@@ -797,7 +801,8 @@ KV_ERA_STEPS: tuple[Step, ...] = (
         ),
     )),
     Step(version=35, items=(
-        Statement(sql=_STATE_VAR_BALANCES.format(extra=""), only_for="full", effect=("upserts", "aa_balances")),
+        Statement(sql=_STATE_VAR_BALANCES.format(extra=""), only_for="full", effect=("upserts", "aa_balances"),
+                  depends_on=("aa_addresses",)),
     )),
     Step(version=36, items=(
         _create_table("watched_light_aas", """CREATE TABLE IF NOT EXISTS watched_light_aas (
@@ -888,7 +893,8 @@ KV_ERA_STEPS: tuple[Step, ...] = (
     ),
     Step(version=44, items=(
         Statement(sql=_STATE_VAR_BALANCES.format(extra="AND address='SLBA27JAT5UJBMQGDQLAT3FQ467XDOGF' "),
-                  only_for="full", only_networks=("testnet",), effect=("upserts", "aa_balances")),
+                  only_for="full", only_networks=("testnet",), effect=("upserts", "aa_balances"),
+                  depends_on=("aa_addresses",)),
     )),
     Step(version=45, items=(
         _add_column("wallet_arbiter_contracts", "my_party_name",
@@ -962,7 +968,8 @@ KV_ERA_STEPS: tuple[Step, ...] = (
     last_update TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
 )""", only_for="full"),
             Statement(sql="INSERT OR IGNORE INTO node_vars (name, value) VALUES ('last_temp_data_purge_mci', ?)",
-                      only_for="full", params=("v4UpgradeMci",), effect=("adds_rows", "node_vars")),
+                      only_for="full", params=("v4UpgradeMci",), effect=("adds_rows", "node_vars"),
+                      depends_on=("node_vars",)),
             StatementGroup(
                 statements=tuple(
                     Statement(sql=f"ALTER TABLE units ADD COLUMN {name} {kind} NULL") for name, kind in _UNITS_V4_COLUMNS
@@ -973,17 +980,18 @@ KV_ERA_STEPS: tuple[Step, ...] = (
                 ),
             ),
             Statement(sql="UPDATE units SET is_aa_response=1 WHERE unit IN (SELECT response_unit FROM aa_responses)",
-                      effect=("rewrites", "units")),
+                      effect=("rewrites", "units"), depends_on=("aa_responses",)),
             Statement(sql="""UPDATE units
     SET count_primary_aa_triggers=(SELECT COUNT(*) FROM aa_responses WHERE trigger_unit=unit)
-    WHERE is_aa_response!=1 AND unit IN (SELECT trigger_unit FROM aa_responses)"""),
+    WHERE is_aa_response!=1 AND unit IN (SELECT trigger_unit FROM aa_responses)""", depends_on=("aa_responses",)),
             _user_version(46),
         ),
     ),
     Step(version=47, items=(
         Statement(sql="UPDATE aa_balances SET balance=23000 WHERE address='GZKVAR5Z2U4N6S2BIQDIY3HN5ZHVV45M' "
                       "AND asset='base' AND balance=46000",
-                  only_for="full", only_networks=("mainnet", "devnet"), effect=("rewrites", "aa_balances")),
+                  only_for="full", only_networks=("mainnet", "devnet"), effect=("rewrites", "aa_balances"),
+                  depends_on=("aa_balances",)),
     )),
     Step(version=48, items=(
         Statement(sql="DROP INDEX IF EXISTS hcobyAddressSpent"),
@@ -1010,6 +1018,7 @@ KV_ERA_STEPS: tuple[Step, ...] = (
                 sql="SELECT 1 FROM pragma_foreign_key_list('wallet_arbiter_contracts') WHERE \"table\"='shared_addresses'",
                 reason="wallet_arbiter_contracts already has its shared_addresses key",
             ),
+            depends_on=("wallet_arbiter_contracts",),
         ),
     )),
     Step(version=50, items=(
