@@ -38,7 +38,10 @@ from bluegreen.schema.patchplan import RowPatchPlan
 
 Progress = Callable[[str, int, int], None]
 PARALLEL_JOINTS_MIN = 4000  # changed units from which worker processes pay for their start (about 0.3 s)
-SEQUENCE_TABLE = "sqlite_sequence"  # applied last: inserts into AUTOINCREMENT tables move it by themselves
+# from here the joints, not green's apply, are the longer part: workers on every core (1M units + 100k: 21 s
+# of joints in one process, the apply 6 s)
+ALL_CORES_JOINTS_MIN = 30000
+SEQUENCE_TABLE = "sqlite_sequence"  # patched by name, last (sequence_into_patch)
 
 
 class RowPatchUnavailable(Exception):
@@ -111,7 +114,7 @@ def carried_tables(conn: apsw.Connection, plan: RowPatchPlan) -> dict[str, list[
                 raise RowPatchUnavailable(f"a step reads the rows of {t}, which is not empty")
     out: dict[str, list[str]] = {}
     for (name,) in conn.execute("SELECT name FROM main.sqlite_master WHERE type='table' ORDER BY name"):
-        if name in plan.not_carried:
+        if name in plan.not_carried or name == SEQUENCE_TABLE:  # sqlite_sequence: by name (sequence_into_patch)
             continue
         if name not in green_tables:
             raise RowPatchUnavailable(f"green has no table {name}")
@@ -149,14 +152,16 @@ def diff_into_patch(conn: apsw.Connection, tables: dict[str, list[str]], candida
         conn.executemany("INSERT INTO temp.cu_rowids VALUES (?)", ((r,) for r in candidates.get(table, ())))
         stats.rows_compared += len(candidates.get(table, ()))
         where = "WHERE rowid IN (SELECT rid FROM temp.cu_rowids)"
-        sel = f"SELECT rowid, {_q(cols)} FROM {{db}}.`{table}` {where}"
-        new_only = f"{sel.format(db='main')} EXCEPT {sel.format(db='old')}"
-        old_only = f"{sel.format(db='old')} EXCEPT {sel.format(db='main')}"
+        # compared as quote(): SQL equality would take 1 for 1.0 (a change of storage class alone)
+        quoted = ", ".join(f"quote(`{c}`)" for c in cols)
+        sel = f"SELECT rowid, {quoted} FROM {{db}}.`{table}` {where}"
+        new_only = f"SELECT rowid FROM ({sel.format(db='main')} EXCEPT {sel.format(db='old')})"
+        old_only = f"SELECT rowid FROM ({sel.format(db='old')} EXCEPT {sel.format(db='main')})"
         conn.execute(f"CREATE TABLE patch.p_{i} (rid INTEGER PRIMARY KEY, {_q(cols)})")
         conn.execute(f"CREATE TABLE patch.d_{i} (rid INTEGER PRIMARY KEY)")
-        conn.execute(f"INSERT INTO patch.p_{i} {new_only}")
+        conn.execute(f"INSERT INTO patch.p_{i} SELECT rowid, {_q(cols)} FROM main.`{table}` WHERE rowid IN ({new_only})")
         conn.execute(f"INSERT OR IGNORE INTO patch.d_{i} SELECT rid FROM patch.p_{i}")
-        conn.execute(f"INSERT OR IGNORE INTO patch.d_{i} SELECT rowid FROM ({old_only})")
+        conn.execute(f"INSERT OR IGNORE INTO patch.d_{i} {old_only}")
         conn.execute("INSERT INTO patch.tables VALUES (?, ?, ?)", (i, table, "\x1f".join(cols)))
         inserted = _count(conn, "patch", f"p_{i}")
         deleted = _count(conn, "patch", f"d_{i}")
@@ -220,6 +225,17 @@ class _Counter(threading.Thread):
         if self.error is not None:
             raise self.error
         return self.counts
+
+
+def sequence_into_patch(conn: apsw.Connection, tables: dict[str, list[str]]) -> None:
+    """patch.seq: blue's sqlite_sequence rows of the carried tables, applied by name after the rows (an
+    insert into an AUTOINCREMENT table moves green's row by itself; blue's value is the one to keep, and a
+    row of a table the steps dropped or that only green has is not blue's to set)."""
+    if conn.execute("SELECT 1 FROM main.sqlite_master WHERE name=?", (SEQUENCE_TABLE,)).fetchone() is None:
+        return
+    conn.execute("CREATE TABLE patch.seq (name TEXT PRIMARY KEY, seq)")
+    conn.executemany(f"INSERT INTO patch.seq SELECT name, seq FROM main.{SEQUENCE_TABLE} WHERE name=?",
+                     ((t,) for t in tables))
 
 
 def check_counts(tables: list[str], patched: list[PatchedTable], blue: dict[str, int], old: dict[str, int]) -> None:
@@ -349,6 +365,7 @@ def build_row_patch(conn: apsw.Connection, kv_dir: Path, *, plan: RowPatchPlan, 
         stats.diff_method = "pages (row patch)"
         conn.execute("BEGIN")  # the patch file's writes, one transaction
         patched = diff_into_patch(conn, tables, candidates, stats)
+        sequence_into_patch(conn, tables)
     with timed(tm, "row_counts"):
         names = list(tables)
         blue_counter = _Counter(_uri(src, True), names)
@@ -373,6 +390,8 @@ def build_row_patch(conn: apsw.Connection, kv_dir: Path, *, plan: RowPatchPlan, 
     except BaseException:
         pending.abandon()
         blue_counter.join()
+        if old_counter is not None:
+            old_counter.join()
         raise
     return RowPatch(tables=patched, green_row_counts=green_counts), pending
 
@@ -399,7 +418,7 @@ def _build_kv(conn: apsw.Connection, kv_dir: Path, *, src: Path, light: bool, ge
             # green's apply runs meanwhile on a thread of its own (C, no GIL): it keeps one core busy, and it is
             # the longer of the two, so worker processes only pay with cores to spare (measured at 1M units
             # with 2 cores: two workers slowed the apply more than they sped up the joints)
-            jobs = resolve_jobs(None) - 1
+            jobs = resolve_jobs(None) - (0 if n >= ALL_CORES_JOINTS_MIN else 1)
             if jobs > 1 and n >= PARALLEL_JOINTS_MIN:
                 rewrite_joints_in_workers(conn, kv, ctx, stats, _uri(src, True), jobs, check=not light,
                                           progress=progress)
@@ -434,15 +453,19 @@ def _open_green(green: Path, checkpoint: bool) -> tuple[apsw.Connection, bool]:
 
 
 def _apply_statements(conn: apsw.Connection) -> int:
-    """Inside the caller's transaction: every table's deletes and inserts, sqlite_sequence last."""
+    """Inside the caller's transaction: every table's deletes and inserts, then sqlite_sequence by name."""
     written = 0
-    entries = list(conn.execute("SELECT i, name, columns FROM patch.tables ORDER BY name = ?, i", (SEQUENCE_TABLE,)))
-    for i, name, columns in entries:
+    for i, name, columns in list(conn.execute("SELECT i, name, columns FROM patch.tables ORDER BY i")):
         cols = _q(str(columns).split("\x1f"))
         conn.execute(f"DELETE FROM main.`{name}` WHERE rowid IN (SELECT rid FROM patch.d_{i})")
         conn.execute(f"INSERT INTO main.`{name}` (rowid, {cols}) SELECT rid, {cols} FROM patch.p_{i}")
         written += conn.changes()
         killpoint("catchup.mid_patch")
+    if conn.execute("SELECT 1 FROM patch.sqlite_master WHERE name='seq'").fetchone():
+        conn.execute(f"UPDATE main.{SEQUENCE_TABLE} SET seq=(SELECT seq FROM patch.seq WHERE patch.seq.name="
+                     f"main.{SEQUENCE_TABLE}.name) WHERE name IN (SELECT name FROM patch.seq)")
+        conn.execute(f"INSERT INTO main.{SEQUENCE_TABLE} (name, seq) SELECT name, seq FROM patch.seq "
+                     f"WHERE name NOT IN (SELECT name FROM main.{SEQUENCE_TABLE})")
     return written
 
 

@@ -19,7 +19,7 @@ import apsw
 from pydantic import BaseModel
 
 from bluegreen import signals
-from bluegreen.durable import atomic_write_json, fsync_dir, fsync_file
+from bluegreen.durable import atomic_write_json, fsync_dir, fsync_file, fsync_tree
 from bluegreen.engine.catchup import CatchUpStats, CatchUpTimings, catch_up_copy, timed
 from bluegreen.engine.pagediff import PageDiffUnavailable, PageIndex, build_page_index, rowid_tables
 from bluegreen.engine.rowpatch import Counts, PendingApply, RowPatch, RowPatchUnavailable, apply_row_patch, \
@@ -108,6 +108,10 @@ def refresh_prev(lay: Layout, store: StateStore, state: StagingState, db: Path |
     dst = prev_path(lay)
     tmp = dst.with_name(dst.name + ".tmp")
     tmp.unlink(missing_ok=True)
+    need = db.stat().st_size + 16 * snapshot.MiB
+    if shutil.disk_usage(dst.parent).free < need:
+        raise OutOfSpaceError(f"no room to refresh the kept snapshot {dst} from blue ({need // snapshot.MiB} MiB "
+                              "needed)", f"free space on the filesystem of {dst.parent}")
     snapshot.backup_sqlite_online(db, tmp, node_stopped=True)
     fsync_file(tmp)
     if fpmod.diff_db(want, fpmod.take(db.parent, lay.exclude)):
@@ -161,15 +165,29 @@ def recover(lay: Layout, store: StateStore, state: StagingState | None) -> list[
         return []
     journal_path = cu / "journal.json"
     if state is None or not journal_path.exists():
-        patching = (cu / "patch.sqlite").exists()
+        if (cu / "patch.sqlite").exists() and state is not None:
+            settle_green(lay, store, state)  # before the build goes: a kill in between must find it again
         shutil.rmtree(cu)
         fsync_dir(cu.parent)
-        if patching:  # its transaction on green died uncommitted: SQLite ignores it; its -wal goes
-            settle_wal(lay.green_dir / lay.db_name)
         return ["interrupted catch-up found before its build was complete: discarded (green unchanged)"]
     journal = CatchUpJournal.model_validate_json(journal_path.read_bytes())
     _install(lay, store, state, journal)
     return ["interrupted catch-up found after its build was complete: installed into green"]
+
+
+def settle_green(lay: Layout, store: StateStore, state: StagingState) -> None:
+    """A row patch's transaction on green died uncommitted (SQLite ignores it): the -wal it left goes again
+    (`settle_wal`). Green's rows are unchanged, so when green matched its verified fingerprint before, the
+    fingerprint is taken again (settling may also fold committed frames an earlier promote left in the -wal)."""
+    green_db = lay.green_dir / lay.db_name
+    if not Path(str(green_db) + "-wal").exists():
+        return
+    was_verified = bool(state.green_fingerprint_verified
+                        and not fpmod.diff_db(state.green_fingerprint_verified, fpmod.take(lay.green_dir)))
+    settle_wal(green_db)
+    if was_verified:
+        state.green_fingerprint_verified = fpmod.take(lay.green_dir)
+        store.save(state)
 
 
 def _swap_in(new: Path, live: Path, old: Path) -> None:
@@ -402,7 +420,7 @@ def _build_and_install(lay: Layout, store: StateStore, state: StagingState, keep
         # the node is stopped and every commit is in blue's main file: read it directly (immutable), no copy
         fp = fpmod.take(lay.data_dir, lay.exclude)
         _, position = snapshot.pages_and_position(blue_db, started, fpmod.read_sqlite_header(blue_db),
-                                                  method="blue's own file (node stopped)")
+                                                  method="blue's own file (node stopped)", immutable=True)
         stats = CatchUpStats(started_at_unix=started, from_units_rowid=old.max_units_rowid,
                              to_units_rowid=position.max_units_rowid, units_before=old.units,
                              units_after=position.units, timings=tm)
@@ -412,7 +430,12 @@ def _build_and_install(lay: Layout, store: StateStore, state: StagingState, keep
             _discard_patch(lay)
             why_copy = str(exc)
         else:
-            if fpmod.diff_db(fp, fpmod.take(lay.data_dir, lay.exclude)):
+            try:
+                moved = fpmod.diff_db(fp, fpmod.take(lay.data_dir, lay.exclude))
+            except BaseException:
+                pending.abandon()
+                raise
+            if moved:
                 pending.abandon()
                 raise DriftError("blue changed while promote's catch-up read it (was the node started?)",
                                  "stop the node, then run `upgrade promote` again")
@@ -425,7 +448,7 @@ def _build_and_install(lay: Layout, store: StateStore, state: StagingState, keep
             before_snapshot=lambda: fp_holder.append(fpmod.take(lay.data_dir, lay.exclude)), node_stopped=node_stopped)
         fsync_file(cu / "source-new.sqlite")
     killpoint("catchup.after_snapshot")
-    if index is not None:
+    if index is not None and not why_copy:  # not again when blue's own file already told it cannot be patched
         stats = CatchUpStats(started_at_unix=started, from_units_rowid=old.max_units_rowid,
                              to_units_rowid=position.max_units_rowid, units_before=old.units,
                              units_after=position.units, snapshot_seconds=tm.snapshot, timings=tm)
@@ -437,8 +460,9 @@ def _build_and_install(lay: Layout, store: StateStore, state: StagingState, keep
             why_copy = str(exc)
         else:
             try:
-                with timed(tm, "diff"):  # the next catch-up's index (the node may still run: not downtime)
-                    write_page_index(cu / "source-new.sqlite", cu / "source-new.pages.json")
+                if not node_stopped:  # the next catch-up's index; in promote it would be downtime (built later)
+                    with timed(tm, "diff"):
+                        write_page_index(cu / "source-new.sqlite", cu / "source-new.pages.json")
             except PageDiffUnavailable:
                 pass
             except BaseException:
@@ -486,6 +510,7 @@ def _journal_and_install(lay: Layout, store: StateStore, state: StagingState, ke
         with timed(tm, "fsync"):
             if patch is not None:
                 fsync_file(cu / "patch.sqlite")
+                fsync_tree(cu / "rocksdb.new")  # rocksdict writes its OPTIONS/config files without fsync
             for dirpath, _dirs, _files in os.walk(cu):
                 fsync_dir(dirpath)
         stats.seconds = round(time.monotonic() - t0, 3)

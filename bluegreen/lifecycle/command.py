@@ -368,9 +368,13 @@ def _refresh_kept_snapshot(name: str, lay: Layout, store: StateStore, state: Sta
     if name in ("abort", "cleanup") or state is None or state.prev_behind is None \
             or state.phase not in catchup.CATCHUP_PHASES:
         return
-    if catchup.refresh_prev(lay, store, state):
-        notes.append("the kept source snapshot was refreshed from blue (promote had caught green up from blue's "
-                     "own file)")
+    try:
+        if catchup.refresh_prev(lay, store, state):
+            notes.append("the kept source snapshot was refreshed from blue (promote had caught green up from "
+                         "blue's own file)")
+    except Exception as exc:  # noqa: BLE001 - best effort: this command's own work goes on
+        notes.append(f"the kept source snapshot could not be refreshed from blue ({exc}); while it is not, a "
+                     "catch-up after the node wrote again will ask to stage again")
 
 
 # What abort keeps: the record of what happened (moved out of the staging area, never deleted).
@@ -1265,12 +1269,16 @@ def rollback(data_dir: Path | None = None, staging_dir: Path | None = None, *, f
         swapmod.finish(lay.swap_journal)
         # Green is no longer live: its KV copy from promote is no baseline any more (a kill here: recovery ends it)
         greendiff.discard_frozen_kv(lay.work_dir)
+        warn = [f"{restored} path(s) of the old data had lost their owner/group/mode and were restored"] \
+            if restored else []
         if state.prev_behind is not None and not changes.changed:
             # promote caught green up from blue's own file: the next catch-up needs blue's snapshot, and blue is
             # exactly as promote read it until the node starts again (a kill here: the next command does it)
-            catchup.refresh_prev(lay, store, state)
-        warn = [f"{restored} path(s) of the old data had lost their owner/group/mode and were restored"] \
-            if restored else []
+            try:
+                catchup.refresh_prev(lay, store, state)
+            except Exception as exc:  # noqa: BLE001 - the rollback itself is done
+                warn.append(f"the kept source snapshot could not be refreshed from blue ({exc}): a later catch-up "
+                            "will ask to stage again once the node wrote")
         if changes.changed:
             warn.append("changes made by the node after promote were discarded (they stay in the staged green):\n"
                         + changes.describe())

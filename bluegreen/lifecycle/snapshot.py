@@ -373,10 +373,10 @@ def _copy_stopped(db_path: Path, dst_path: Path,
 
 
 def pages_and_position(db_path: Path, began: float, counter: fpmod.SqliteHeader | None,
-                       method: str = "copy (node stopped)") -> tuple[int, OnlinePosition]:
+                       method: str = "copy (node stopped)", immutable: bool = False) -> tuple[int, OnlinePosition]:
     """Page count and OnlinePosition of a quiescent database file (a copy we own, or blue with the node
-    stopped and every commit in the main file)."""
-    conn = open_readonly_quiet(db_path)
+    stopped and every commit in the main file: `immutable`, so no -shm is created beside an empty -wal)."""
+    conn = open_source(db_path, True) if immutable else open_readonly_quiet(db_path)
     try:
         rowid, count = conn.execute("SELECT IFNULL(MAX(rowid), 0), COUNT(*) FROM units").fetchone()
         lsm = conn.execute("SELECT MAX(main_chain_index) FROM units WHERE is_stable=1").fetchone()[0]
