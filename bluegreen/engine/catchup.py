@@ -170,9 +170,14 @@ def diff_units(conn: apsw.Connection, stats: CatchUpStats, pages: tuple[Path, Pa
                 conn.execute(f"INSERT OR IGNORE INTO temp.cu_units SELECT `{col}` FROM ({diff})")
         stats.changed_rows[table] = changed
     stats.changed_units = int(conn.execute("SELECT COUNT(*) FROM temp.cu_units").fetchone()[0])
-    # Rows of these units did not change, but a row of another unit their joint reads did. The dependency
-    # columns (last_ball_unit, definition_chash, inputs.asset) are their own rows: unchanged, so `main` tells.
-    before = stats.changed_units
+    add_dependents(conn, stats)
+
+
+def add_dependents(conn: apsw.Connection, stats: CatchUpStats) -> None:
+    """Add to temp.cu_units the units whose own rows did not change but read a row of another unit that did:
+    its last ball (temp.cu_balls), its authors' definitions (temp.cu_defs), the assets its inputs spend
+    (temp.cu_assets). The dependency columns are their own rows, unchanged, so `main` tells."""
+    before = int(conn.execute("SELECT COUNT(*) FROM temp.cu_units").fetchone()[0])
     conn.execute("INSERT OR IGNORE INTO temp.cu_units SELECT unit FROM main.units WHERE last_ball_unit IN "
                  "(SELECT unit FROM temp.cu_balls)")
     conn.execute("INSERT OR IGNORE INTO temp.cu_units SELECT unit FROM main.unit_authors WHERE definition_chash IN "
@@ -314,6 +319,11 @@ def _rewrite_joints(conn: apsw.Connection, kv: KvBuilder, ctx: ReadContext, stat
         done += len(chunk.units)
         if progress:
             progress("catch-up joints", done, len(present))
+    finish_joints(stats, done, failures)
+
+
+def finish_joints(stats: CatchUpStats, done: int, failures: list[str]) -> None:
+    """Record the joints rebuilt; raise when some changed unit cannot be migrated (green stays as it was)."""
     stats.joints_rebuilt = done - len(failures)
     if failures:
         raise MigrationError(f"{len(failures)} changed unit(s) cannot be migrated: " + "; ".join(failures[:5]),

@@ -22,14 +22,14 @@ import apsw
 from pydantic import BaseModel, Field
 
 from bluegreen.engine.catchup import DEFINITIONS_TABLE, JOINT_TABLES, CatchUpStats, _rewrite_feeds, \
-    _rewrite_joints, timed
+    _rewrite_joints, add_dependents, finish_joints, timed
 from bluegreen.engine.joints import ReadContext
 from bluegreen.engine.kvwriter import KvBuilder
 from bluegreen.engine.pagediff import PageDiffUnavailable, PageIndex, changed_rowids_indexed, prefetch
 from bluegreen.engine.fillworker import SqliteFailure, UnitListTask, read_units_and_transform
 from bluegreen.engine.pool import OrderedPool, resolve_jobs
 from bluegreen.engine.sqlsource import read_min_retrievable_mci
-from bluegreen.errors import MigrationError, PreflightError, VerificationFailed
+from bluegreen.errors import PreflightError, VerificationFailed
 from bluegreen.formats.feeds import data_feed_entries
 from bluegreen.formats.networks import Network
 from bluegreen.killpoints import killpoint
@@ -180,14 +180,7 @@ def diff_into_patch(conn: apsw.Connection, tables: dict[str, list[str]], candida
             if table != DEFINITIONS_TABLE:
                 conn.execute(f"INSERT OR IGNORE INTO temp.cu_units {changed}")
     stats.changed_units = _count(conn, "temp", "cu_units")
-    before = stats.changed_units
-    conn.execute("INSERT OR IGNORE INTO temp.cu_units SELECT unit FROM main.units WHERE last_ball_unit IN "
-                 "(SELECT unit FROM temp.cu_balls)")
-    conn.execute("INSERT OR IGNORE INTO temp.cu_units SELECT unit FROM main.unit_authors WHERE definition_chash IN "
-                 "(SELECT chash FROM temp.cu_defs)")
-    conn.execute("INSERT OR IGNORE INTO temp.cu_units SELECT unit FROM main.inputs WHERE asset IN "
-                 "(SELECT unit FROM temp.cu_assets)")
-    stats.dependent_units = _count(conn, "temp", "cu_units") - before
+    add_dependents(conn, stats)
     return out
 
 
@@ -329,10 +322,7 @@ def rewrite_joints_in_workers(conn: apsw.Connection, kv: KvBuilder, ctx: ReadCon
             done += res.units
             if progress:
                 progress("catch-up joints", done, len(present))
-    stats.joints_rebuilt = done - len(failures)
-    if failures:
-        raise MigrationError(f"{len(failures)} changed unit(s) cannot be migrated: " + "; ".join(failures[:5]),
-                             hint="green is unchanged; repair the source or stage again")
+    finish_joints(stats, done, failures)
 
 
 def build_row_patch(conn: apsw.Connection, kv_dir: Path, *, plan: RowPatchPlan, prev: Path, src: Path,
