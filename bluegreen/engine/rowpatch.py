@@ -71,11 +71,12 @@ def _uri(path: Path, immutable: bool = False, read_only: bool = True) -> str:
     return f"file:{quote(str(path))}" + ("?" + "&".join(params) if params else "")
 
 
-def open_patch_source(src: Path, prev: Path, green: Path, patch: Path, *, src_immutable: bool) -> apsw.Connection:
-    """A connection with blue's new state as `main` (read only), the old snapshot as `old`, green as `green`
-    (read only) and the patch file as `patch`. Unqualified table names are blue's: the joint reader's."""
+def open_patch_source(src: Path, prev: Path, green: Path, patch: Path) -> apsw.Connection:
+    """A connection with blue's new state as `main` (read only, immutable: a snapshot of ours, or blue's own
+    file with the node stopped), the old snapshot as `old`, green as `green` (read only) and the patch file
+    as `patch`. Unqualified table names are blue's: the joint reader's."""
     flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
-    conn = apsw.Connection(_uri(src, src_immutable), flags=flags)
+    conn = apsw.Connection(_uri(src, True), flags=flags)
     conn.setbusytimeout(5000)
     conn.execute("PRAGMA cache_size=-65536")
     conn.execute("ATTACH ? AS old", (_uri(prev, True),))
@@ -326,7 +327,7 @@ def rewrite_joints_in_workers(conn: apsw.Connection, kv: KvBuilder, ctx: ReadCon
 
 
 def build_row_patch(conn: apsw.Connection, kv_dir: Path, *, plan: RowPatchPlan, prev: Path, src: Path,
-                    src_immutable: bool, green: Path, index: PageIndex, source_version: int, light: bool, genesis_unit: str | None,
+                    green: Path, index: PageIndex, source_version: int, light: bool, genesis_unit: str | None,
                     network: Network | None, old_min_retrievable_mci: int, stats: CatchUpStats,
                     counts: Counts, patch: Path, checkpoint: bool, unit_chunk: int = 2000,
                     progress: Progress | None = None) -> tuple[RowPatch, PendingApply]:

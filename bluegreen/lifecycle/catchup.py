@@ -369,14 +369,13 @@ def _build_patch(lay: Layout, state: StagingState, plan: RowPatchPlan, index: Pa
         os.rename(cu / "kvcopy" / "rocksdb", cu / "rocksdb.new")
     old_mrm = (state.catch_ups[-1].min_retrievable_mci_after if state.catch_ups
                else int((state.migration_report or {}).get("min_retrievable_mci") or 0))
-    conn = open_patch_source(src, prev_path(lay), lay.green_dir / lay.db_name, cu / "patch.sqlite",
-                             src_immutable=True)  # ours or blue with the node stopped: nobody writes it
+    conn = open_patch_source(src, prev_path(lay), lay.green_dir / lay.db_name, cu / "patch.sqlite")
     started = time.monotonic()
     try:
         # green's counts are the verified ones while green is as verified (keep_verified)
         counts = Counts(old=index.row_counts, green=state.green_row_counts_verified if keep_verified else None)
         patch, pending = build_row_patch(conn, cu / "rocksdb.new", plan=plan, prev=prev_path(lay), src=src,
-                                src_immutable=src_is_blue, green=lay.green_dir / lay.db_name, index=index,
+                                green=lay.green_dir / lay.db_name, index=index,
                                 source_version=state.source_version or 0, light=state.light,
                                 genesis_unit=state.genesis_unit, network=_network(state),
                                 old_min_retrievable_mci=old_mrm, stats=stats, counts=counts,
