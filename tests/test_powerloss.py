@@ -114,3 +114,31 @@ def test_crash_points_are_deterministic_for_a_seed() -> None:
     b = crash_points(R(), 3, seed=7)  # type: ignore[arg-type]
     assert [(p.flush_index, p.subset) for p in a] == [(p.flush_index, p.subset) for p in b]
     assert all(p.subset is None or 0 < len(p.subset) < len(R.epochs[p.flush_index]) for p in a)
+
+
+def test_online_promote_crash_images_inside_the_row_patch(recorded) -> None:
+    """promote-online: power cut right when the row patch's build first reached the disk, and right when its
+    journal did (green's SQLite committed in place or not yet): the image is blue or a complete green (green/
+    checked by content, or finished by recovery from the journal), and a re-run ends as the uninterrupted run."""
+    rec = recorded("promote-online")
+    work = rec.base.parent
+
+    def catch_ups(mnt: Path) -> int:
+        st = read_state(mnt / "node.bluegreen")
+        return len(st.catch_ups) if st else 0
+
+    def building(mnt: Path) -> bool:
+        return (mnt / "node.bluegreen" / "work" / "catchup" / "patch.sqlite").exists() or catch_ups(mnt) > 0
+
+    def journaled(mnt: Path) -> bool:
+        return (mnt / "node.bluegreen" / "work" / "catchup" / "journal.json").exists() or catch_ups(mnt) > 0
+
+    seen = []
+    for pred in (building, journaled):
+        k = first_boundary(rec, work, pred)
+        image_at(rec, k, work / "crash.img")
+        with mounted(work / "crash.img", work / "fs") as mnt:
+            assert pred(mnt) and catch_ups(mnt) == 0  # inside the catch-up, not after it
+            seen.append((mnt / "node.bluegreen" / "work" / "catchup" / "journal.json").exists())
+            assert check_image(rec, mnt, rerun=True) == []
+    assert seen == [False, True]
