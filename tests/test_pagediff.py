@@ -211,3 +211,15 @@ def test_different_page_sizes_are_refused(tmp_path: Path) -> None:
     other.close()
     with pytest.raises(PageDiffUnavailable):
         changed_rowids(old, tmp_path / "other.sqlite", ["t"])
+
+
+def test_a_path_with_uri_characters_is_opened_as_itself(tmp_path: Path) -> None:
+    """'?', '#' and '%' in a data dir's path are percent-encoded in the SQLite URI, not read as its parts."""
+    odd = tmp_path / "node?x=1#a%20b"
+    odd.mkdir()
+    live = _live(odd)
+    old = _backup(live, odd / "old.sqlite")
+    with live:
+        live.execute("UPDATE t SET n=-5 WHERE rowid=42")
+    new = _backup(live, odd / "new.sqlite")
+    assert 42 in _indexed(old, new)["t"]

@@ -28,6 +28,8 @@ from pathlib import Path
 import apsw
 from pydantic import BaseModel, Field
 
+from bluegreen.engine.sqlsource import open_frozen
+
 BLOCK_PAGES = 256  # pages compared per read (1 MiB at 4 KiB pages): equal blocks cost one memcmp
 _OVERFLOW_PATH = re.compile(r"^(.*/)([0-9a-f]+)\+[0-9a-f]+$")  # dbstat: <leaf path><cell hex>+<index hex>
 
@@ -90,7 +92,7 @@ def leaf_rowids(page: bytes, pageno: int) -> list[int]:
 
 def _roles(db: Path, tables: list[str]) -> dict[int, tuple[str, str, str]]:
     """pageno -> (table, pagetype, path) for every page of the given tables' b-trees (dbstat walks them)."""
-    conn = apsw.Connection(f"file:{db}?mode=ro&immutable=1", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    conn = open_frozen(db)
     try:
         out: dict[int, tuple[str, str, str]] = {}
         for t in tables:  # one name at a time: dbstat walks only that b-tree for `name=`
@@ -180,7 +182,7 @@ def build_page_index(db: Path, tables: list[str]) -> PageIndex:
     """Walk `db` with dbstat once and record the owner of every overflow page of `tables` (read only)."""
     st = db.stat()
     size = page_size(db)
-    conn = apsw.Connection(f"file:{db}?mode=ro&immutable=1", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    conn = open_frozen(db)
     overflow: dict[int, tuple[str, int]] = {}
     try:
         fd = os.open(db, os.O_RDONLY)
@@ -316,7 +318,7 @@ def prefetch(db: Path, pages: set[int], size: int) -> None:
 
 def rowid_tables(db: Path) -> list[str]:
     """Every table of `db` stored in a rowid b-tree (read only)."""
-    conn = apsw.Connection(f"file:{db}?mode=ro&immutable=1", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    conn = open_frozen(db)
     try:
         out = []
         for (name,) in list(conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND rootpage>0")):

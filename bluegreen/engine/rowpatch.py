@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import quote
 
 import apsw
 from pydantic import BaseModel, Field
@@ -28,7 +27,7 @@ from bluegreen.engine.kvwriter import KvBuilder
 from bluegreen.engine.pagediff import PageDiffUnavailable, PageIndex, changed_rowids_indexed, prefetch
 from bluegreen.engine.fillworker import SqliteFailure, UnitListTask, read_units_and_transform
 from bluegreen.engine.pool import OrderedPool, resolve_jobs
-from bluegreen.engine.sqlsource import read_min_retrievable_mci
+from bluegreen.engine.sqlsource import read_min_retrievable_mci, sqlite_uri
 from bluegreen.errors import PreflightError, VerificationFailed
 from bluegreen.formats.feeds import data_feed_entries
 from bluegreen.formats.networks import Network
@@ -65,24 +64,18 @@ class RowPatch(BaseModel):
     green_row_counts: dict[str, int] = Field(default_factory=dict)  # every table of green after the patch
 
 
-def _uri(path: Path, immutable: bool = False, read_only: bool = True) -> str:
-    # percent-encoded: a data dir may hold '?', '#' or '%' in its path
-    params = [p for p, on in (("mode=ro", read_only), ("immutable=1", immutable)) if on]
-    return f"file:{quote(str(path))}" + ("?" + "&".join(params) if params else "")
-
-
 def open_patch_source(src: Path, prev: Path, green: Path, patch: Path) -> apsw.Connection:
     """A connection with blue's new state as `main` (read only, immutable: a snapshot of ours, or blue's own
     file with the node stopped), the old snapshot as `old`, green as `green` (read only) and the patch file
     as `patch`. Unqualified table names are blue's: the joint reader's."""
     flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
-    conn = apsw.Connection(_uri(src, True), flags=flags)
+    conn = apsw.Connection(sqlite_uri(src, immutable=True), flags=flags)
     conn.setbusytimeout(5000)
     conn.execute("PRAGMA cache_size=-65536")
-    conn.execute("ATTACH ? AS old", (_uri(prev, True),))
+    conn.execute("ATTACH ? AS old", (sqlite_uri(prev, immutable=True),))
     quiet = not any(Path(str(green) + s).exists() for s in ("-wal", "-journal"))
-    conn.execute("ATTACH ? AS green", (_uri(green, quiet),))
-    conn.execute("ATTACH ? AS patch", (_uri(patch, read_only=False),))
+    conn.execute("ATTACH ? AS green", (sqlite_uri(green, immutable=quiet),))
+    conn.execute("ATTACH ? AS patch", (sqlite_uri(patch, read_only=False),))
     return conn
 
 
@@ -359,9 +352,9 @@ def build_row_patch(conn: apsw.Connection, kv_dir: Path, *, plan: RowPatchPlan, 
         sequence_into_patch(conn, tables)
     with timed(tm, "row_counts"):
         names = list(tables)
-        blue_counter = _Counter(_uri(src, True), names)
+        blue_counter = _Counter(sqlite_uri(src, immutable=True), names)
         old_counter = None if counts.old is not None and all(n in counts.old for n in names) \
-            else _Counter(_uri(prev, True), names)
+            else _Counter(sqlite_uri(prev, immutable=True), names)
         green_counts = green_counts_after(conn, patched, counts.green)  # read before the apply below starts
     stats.row_counts_checked = len(names)
     conn.execute("COMMIT")  # the patch file is complete: green's apply reads it while the KV part is built
@@ -411,7 +404,8 @@ def _build_kv(conn: apsw.Connection, kv_dir: Path, *, src: Path, light: bool, ge
             # with 2 cores: two workers slowed the apply more than they sped up the joints)
             jobs = resolve_jobs(None) - (0 if n >= ALL_CORES_JOINTS_MIN else 1)
             if jobs > 1 and n >= PARALLEL_JOINTS_MIN:
-                rewrite_joints_in_workers(conn, kv, ctx, stats, _uri(src, True), jobs, check=not light,
+                rewrite_joints_in_workers(conn, kv, ctx, stats, sqlite_uri(src, immutable=True), jobs,
+                                          check=not light,
                                           progress=progress)
             else:
                 _rewrite_joints(conn, kv, ctx, stats, unit_chunk, progress, check=not light)

@@ -11,6 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import quote
 
 import apsw
 import apsw.ext
@@ -169,6 +170,19 @@ class UnitChunk:
 # Page cache of a fill reader (per process): the chunk queries walk indexes of most tables at once; 64 MiB
 # keeps their upper levels cached without growing with the database (the peak RSS must not).
 READER_CACHE_KIB = 65_536
+
+
+def sqlite_uri(path: Path, *, read_only: bool = True, immutable: bool = False) -> str:
+    """An SQLite URI for `path`, percent-encoded (a data dir may hold '?', '#' or '%' in its path)."""
+    params = [p for p, on in (("mode=ro", read_only), ("immutable=1", immutable)) if on]
+    return f"file:{quote(str(path))}" + ("?" + "&".join(params) if params else "")
+
+
+def open_frozen(db_path: Path) -> apsw.Connection:
+    """Read-only, immutable connection to a file nobody writes meanwhile (a snapshot of ours, or blue with the
+    node stopped and every commit in its main file): no locks, no -wal/-shm created."""
+    return apsw.Connection(sqlite_uri(db_path, immutable=True),
+                           flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
 
 
 def open_chunk_reader_connection(db_path: Path) -> apsw.Connection:

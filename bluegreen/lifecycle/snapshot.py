@@ -18,12 +18,12 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import quote
 
 import apsw
 from pydantic import BaseModel
 
 from bluegreen.durable import fsync_dir, fsync_file
+from bluegreen.engine.sqlsource import sqlite_uri
 from bluegreen.errors import OutOfSpaceError, SourceDataError
 from bluegreen.lifecycle import fingerprint as fpmod
 from bluegreen.lifecycle.killpoints import killpoint
@@ -122,8 +122,8 @@ def check_space(layout: Layout) -> SpaceEstimate:
 
 def open_source(db_path: Path, immutable: bool) -> apsw.Connection:
     """A read-only connection to blue's SQLite file (never creates files unless a -wal already exists)."""
-    uri = f"file:{quote(str(db_path))}?mode=ro" + ("&immutable=1" if immutable else "")
-    return apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    return apsw.Connection(sqlite_uri(db_path, immutable=immutable),
+                           flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
 
 
 def open_readonly_quiet(db_path: Path) -> apsw.Connection:
